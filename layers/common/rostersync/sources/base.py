@@ -1,0 +1,40 @@
+"""The one interface every roster source implements.
+
+A connector yields pages of *raw* OneRoster-shaped records (plain dicts, as
+the source sent them, envelope removed) per entity. Validation and
+normalization happen after staging, in the transform, so that every source
+shares them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+Entity = Literal["orgs", "academicSessions", "classes", "users", "enrollments"]
+
+# Fetch order: references point backwards, which keeps staged runs readable.
+ENTITIES: tuple[Entity, ...] = ("orgs", "academicSessions", "classes", "users", "enrollments")
+
+
+@dataclass(frozen=True)
+class SourcePage:
+    entity: Entity
+    number: int  # 0-based, per entity
+    records: list[dict]
+    total: int | None = None  # total records of the entity, when the source says
+
+
+class Connector(Protocol):
+    def pages(self, entity: Entity, since: datetime | None = None) -> Iterator[SourcePage]:
+        """Yield every page of `entity`, or only records modified after `since`.
+
+        Raises `rostersync.errors.SourceError` (naming URL and status) when the
+        source cannot be read to the end, and `FilterNotSupportedError` when it
+        refuses the `dateLastModified` filter.
+        """
+        ...
+
+    def close(self) -> None: ...
