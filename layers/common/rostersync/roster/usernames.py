@@ -1,0 +1,114 @@
+"""Product usernames: the `usernameSource` and `usernameRules` options (SPEC 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+
+# Pattern objects compiled once per pattern text; re2 runs in linear time, so a
+# district's rule cannot hang a run however it is written.
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled(pattern: str) -> Any:
+    if pattern not in _COMPILED:
+        _COMPILED[pattern] = re2.compile(pattern)
+    return _COMPILED[pattern]
+
+
+def _rule_fields(rule: Any) -> dict[str, Any]:
+    """Rules arrive as settings models or plain dicts; read both by their JSON names."""
+    if isinstance(rule, dict):
+        return rule
+    return rule.model_dump(by_alias=True)
+
+
+def apply_rule(value: str, rule: Any) -> str:
+    fields = _rule_fields(rule)
+    op = fields["op"]
+    if op == "lowercase":
+        return value.lower()
+    if op == "uppercase":
+        return value.upper()
+    if op == "stripDomain":
+        return value.split("@", 1)[0]
+    if op == "prefix":
+        return str(fields["value"]) + value
+    if op == "suffix":
+        return value + str(fields["value"])
+    if op == "replace":
+        return value.replace(str(fields["find"]), str(fields["with"])) if fields["find"] else value
+    if op == "truncate":
+        return value[: int(fields["length"])]
+    if op == "regex":
+        return _compiled(str(fields["pattern"])).sub(str(fields["replacement"]), value)
+    raise ValueError(f"unknown username rule op {op!r}")
+
+
+def apply_username_rules(value: str, rules: Sequence[Any]) -> str:
+    for rule in rules:
+        value = apply_rule(value, rule)
+    return value
+
+
+@dataclass(frozen=True)
+class UsernameCandidate:
+    sourced_id: str
+    email: str
+    source_username: str
+
+
+@dataclass(frozen=True)
+class UsernameIssue:
+    sourced_id: str
+    reason: str
+
+
+def sourced_id_order(sourced_id: str) -> tuple[int, str]:
+    """'Lowest sourcedId' compares numerically where ids are numbers, else as text."""
+    return (0, f"{int(sourced_id):030d}") if sourced_id.isdigit() else (1, sourced_id)
+
+
+def resolve_usernames(
+    users: Iterable[UsernameCandidate], *, use_source: bool, rules: Sequence[Any]
+) -> tuple[dict[str, str], list[UsernameIssue]]:
+    """Give every user one product username, unique in the district.
+
+    With `use_source` off the username is the (unique) email. On, it is the
+    source username through the rules; an empty result falls back to the email
+    with a warning. Two users that end up with one username: the lowest
+    sourcedId keeps it, the other keeps its email and the conflict is reported.
+    """
+    ordered = sorted(users, key=lambda u: sourced_id_order(u.sourced_id))
+    issues: list[UsernameIssue] = []
+    wanted: dict[str, str] = {}
+    for user in ordered:
+        if not use_source:
+            wanted[user.sourced_id] = user.email
+            continue
+        name = apply_username_rules(user.source_username, rules).strip() if user.source_username else ""
+        if not name:
+            issues.append(UsernameIssue(user.sourced_id, "empty source username: the email is the username"))
+            name = user.email
+        wanted[user.sourced_id] = name
+
+    taken: dict[str, str] = {}
+    result: dict[str, str] = {}
+    emails = {u.sourced_id: u.email for u in ordered}
+    for user in ordered:
+        name = wanted[user.sourced_id]
+        holder = taken.get(name.lower())
+        if holder is not None:
+            issues.append(
+                UsernameIssue(
+                    user.sourced_id,
+                    f"username conflict with sourcedId {holder}: the email is the username",
+                )
+            )
+            name = emails[user.sourced_id]
+        taken.setdefault(name.lower(), user.sourced_id)
+        result[user.sourced_id] = name
+    return result, issues
