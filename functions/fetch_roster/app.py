@@ -1,0 +1,27 @@
+"""Fetch function: RunQueue (SQS) → pull the district's source and stage its pages to S3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.data_classes import SQSEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from rostersync.pipeline.fetch import handle_run_message
+from rostersync.pipeline.queues import RunMessage
+
+logger = Logger()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@event_source(data_class=SQSEvent)
+def lambda_handler(event: SQSEvent, context: LambdaContext) -> dict[str, Any]:
+    started = []
+    for record in event.records:
+        message = RunMessage.model_validate_json(record.body)
+        logger.append_keys(district_id=message.districtId)
+        started.append(handle_run_message(message))
+    return {"runIds": started}

@@ -1,0 +1,72 @@
+"""The `rostersync` command: the embedded stack and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+
+def _quiet_logs() -> None:
+    # The demo prints its own summary; keep the stack's JSON logs for `local up`.
+    import os
+
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+def cmd_local_up(args: argparse.Namespace) -> int:
+    from rostersync.local.stack import LocalStack
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    stack = LocalStack(port=args.port, aws_port=args.aws_port, demo_sis=not args.no_demo_sis).start()
+    outputs = stack.local_outputs()
+    sis = f" demo-sis={outputs['DemoSisUrl']}" if "DemoSisUrl" in outputs else ""
+    print(f"rostersync local stack ready: api={stack.api_url} aws={stack.aws_url}{sis}", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    stopped.wait()
+    stack.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _quiet_logs()
+    from rostersync.local.demo import DemoError, run_demo
+    from rostersync.local.stack import LocalStack
+
+    print("starting the embedded stack (moto server, template.yaml, demo SIS)...", flush=True)
+    with LocalStack(port=0, aws_port=0) as stack:
+        try:
+            run_demo(stack.api_url, stack.aws_url, stack.sis.url, version=args.version)
+        except DemoError as error:
+            print(f"demo failed: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rostersync", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    local = commands.add_parser("local", help="the embedded stack")
+    local_commands = local.add_subparsers(dest="local_command", required=True)
+    up = local_commands.add_parser("up", help="run the embedded stack in the foreground")
+    up.add_argument("--port", type=int, default=3000, help="HTTP API port (default 3000)")
+    up.add_argument("--aws-port", type=int, default=5000, help="AWS emulator port (default 5000)")
+    up.add_argument("--no-demo-sis", action="store_true", help="do not start the built-in demo SIS")
+    up.set_defaults(func=cmd_local_up)
+
+    demo = commands.add_parser("demo", help="sync the demo district through the whole pipeline")
+    demo.add_argument("--version", choices=("1.1", "1.2"), default="1.1", help="OneRoster version to read")
+    demo.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The transform stage: validate and normalize one staged page into the source mirror.
+
+Safe to run on any page in any order, and more than once: rejected records are
+keyed by sourcedId, mirror records by sourcedId with a content hash, and a page
+is counted once. The last page of a run to be counted queues the apply stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+from aws_lambda_powertools import Logger
+
+from rostersync.pipeline.queues import send_apply_message
+from rostersync.roster.models import Record, RecordError, normalize, record_id
+from rostersync.roster.product import Issue
+from rostersync.staging.layout import PageRef
+from rostersync.staging.pages import get_json
+from rostersync.store import roster, runs
+
+logger = Logger(service="rostersync", child=True)
+
+
+def normalize_page(entity: str, records: list, page_name: str) -> tuple[list[Record], list[Issue]]:
+    kept: dict[str, Record] = {}
+    rejected: list[Issue] = []
+    for index, raw in enumerate(records):
+        try:
+            record = normalize(entity, raw)
+        except RecordError as error:
+            sourced_id = record_id(raw) or f"{page_name}#{index}"
+            rejected.append(Issue(entity=entity, sourcedId=sourced_id, reason=error.reason))
+            continue
+        previous = kept.get(record.sourcedId)
+        if previous is None or _newer(record, previous):
+            kept[record.sourcedId] = record
+    return list(kept.values()), rejected
+
+
+def _newer(record: Record, other: Record) -> bool:
+    """Of two versions of one record, the later dateLastModified wins (content breaks ties)."""
+    mine = (record.dateLastModified is not None, record.dateLastModified, record.model_dump_json())
+    theirs = (other.dateLastModified is not None, other.dateLastModified, other.model_dump_json())
+    return mine > theirs  # type: ignore[operator]
+
+
+def mirror_doc(record: Record, run_id: str) -> tuple[str, str, str]:
+    """(sourcedId, normalized JSON, version); versions compare as `_version_key` says."""
+    doc = orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS).decode()
+    digest = hashlib.blake2b(doc.encode(), digest_size=12).hexdigest()
+    dlm = record.dateLastModified.isoformat() if record.dateLastModified else ""
+    return record.sourcedId, doc, f"{run_id}|{dlm}|{digest}"
+
+
+def _version_key(version: str) -> tuple[str, str, str]:
+    run_id, dlm, digest = version.split("|")
+    # A later run wins; within a run the later dateLastModified, then the hash (any fixed order).
+    return run_id, dlm, digest
+
+
+def _needs_write(new: str, stored: str | None) -> bool:
+    if stored is None:
+        return True
+    if new.rsplit("|", 1)[1] == stored.rsplit("|", 1)[1]:
+        return False  # same content: no write, whatever the run
+    return _version_key(new) > _version_key(stored)
+
+
+def transform_page(ref: PageRef) -> int:
+    """Process one staged page; returns how many mirror records it wrote."""
+    log = {"district_id": ref.district_id, "run_id": ref.run_id, "page": ref.name}
+    run = runs.get_run(ref.district_id, ref.run_id)
+    if run is None or run["status"] in runs.FINAL_STATUSES:
+        logger.info("page of a finished or unknown run ignored", **log)
+        return 0
+    body = get_json(ref.key)
+    records, rejected = normalize_page(ref.entity, body.get("records") or [], ref.name)
+    docs = [mirror_doc(r, ref.run_id) for r in records]
+    stored = roster.mirror_versions(ref.district_id, ref.entity, (d[0] for d in docs))
+    changed = [d for d in docs if _needs_write(d[2], stored.get(d[0]))]
+    roster.write_mirror(ref.district_id, ref.entity, changed)
+    if rejected:
+        runs.add_issues(ref.district_id, ref.run_id, "ERR", rejected)
+    logger.info("page transformed", records=len(docs), written=len(changed), rejected=len(rejected), **log)
+    if runs.mark_page_done(ref.district_id, ref.run_id, ref.name) and runs.claim_apply(ref.district_id, ref.run_id):
+        send_apply_message(ref.district_id, ref.run_id)
+    return len(changed)

@@ -1,0 +1,176 @@
+"""The district's source mirror and its product records in the roster table.
+
+The mirror holds every source record the district sent, normalized, so an
+incremental run can recompute what depends on records it did not receive.
+Product records are what the classroom product reads. Both are written only
+when they changed (a hash for the mirror, the stored form for products).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr
+
+from rostersync import aws
+from rostersync.config import get_config
+from rostersync.store import keys
+from rostersync.store.runs import plain
+from rostersync.store.table import decode_cursor, encode_cursor, query_all, table
+
+PRODUCT_KIND = {"schools": "SCHOOL", "classes": "CLASS", "users": "USER", "enrollments": "ENROLLMENT"}
+_KEY_ATTRS = ("pk", "sk", "gsi1pk", "gsi1sk")
+
+
+# ---- source mirror -------------------------------------------------------------
+
+
+def mirror_versions(district_id: str, entity: str, sourced_ids: Iterable[str]) -> dict[str, str]:
+    """The stored version (see `write_mirror`) of each given record that is in the mirror."""
+    pk = keys.source_pk(district_id, entity)
+    wanted = list(dict.fromkeys(sourced_ids))
+    found: dict[str, str] = {}
+    name = get_config().roster_table_name
+    dynamodb = aws.client("dynamodb")
+    for start in range(0, len(wanted), 100):
+        request: dict[str, Any] = {
+            name: {
+                "Keys": [{"pk": {"S": pk}, "sk": {"S": sid}} for sid in wanted[start : start + 100]],
+                "ProjectionExpression": "sk, v",
+            }
+        }
+        while request:
+            answer = dynamodb.batch_get_item(RequestItems=request)
+            for item in answer["Responses"].get(name, []):
+                found[item["sk"]["S"]] = item["v"]["S"]
+            request = answer.get("UnprocessedKeys") or {}
+    return found
+
+
+def write_mirror(district_id: str, entity: str, records: Sequence[tuple[str, str, str]]) -> None:
+    """records: (sourcedId, normalized JSON, version).
+
+    The version (`runId|dateLastModified|hash`) orders two copies of a record:
+    the caller writes only copies newer than the stored one, so the mirror ends
+    the same whichever order pages arrive in.
+    """
+    pk = keys.source_pk(district_id, entity)
+    with table().batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+        for sourced_id, doc, version in records:
+            batch.put_item(Item={"pk": pk, "sk": sourced_id, "doc": doc, "v": version})
+
+
+def delete_mirror(district_id: str, entity: str, sourced_ids: Iterable[str]) -> None:
+    pk = keys.source_pk(district_id, entity)
+    with table().batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+        for sourced_id in sourced_ids:
+            batch.delete_item(Key={"pk": pk, "sk": sourced_id})
+
+
+def iter_mirror(district_id: str, entity: str) -> Iterator[tuple[str, str]]:
+    """(sourcedId, normalized JSON) of every mirrored record of the entity."""
+    for item in query_all(
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": keys.source_pk(district_id, entity)},
+        ProjectionExpression="sk, #d",
+        ExpressionAttributeNames={"#d": "doc"},
+    ):
+        yield item["sk"], item["doc"]
+
+
+# ---- product records -----------------------------------------------------------
+
+
+def _strip(item: dict[str, Any]) -> dict[str, Any]:
+    return plain({k: v for k, v in item.items() if k not in _KEY_ATTRS})
+
+
+def iter_product(district_id: str, kind: str) -> Iterator[dict[str, Any]]:
+    for item in query_all(
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": keys.product_pk(district_id, PRODUCT_KIND[kind])},
+    ):
+        yield _strip(item)
+
+
+def write_product(district_id: str, kind: str, items: Iterable[dict[str, Any]]) -> int:
+    pk = keys.product_pk(district_id, PRODUCT_KIND[kind])
+    written = 0
+    with table().batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+        for item in items:
+            stored = {"pk": pk, "sk": item["id"], **item}
+            if kind == "users":
+                stored |= {"gsi1pk": keys.email_gsi_pk(district_id), "gsi1sk": item["email"]}
+            batch.put_item(Item=stored)
+            written += 1
+    return written
+
+
+def delete_product(district_id: str, kind: str, ids: Iterable[str]) -> int:
+    pk = keys.product_pk(district_id, PRODUCT_KIND[kind])
+    deleted = 0
+    with table().batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+        for item_id in ids:
+            batch.delete_item(Key={"pk": pk, "sk": item_id})
+            deleted += 1
+    return deleted
+
+
+def list_product(
+    district_id: str,
+    kind: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    filters: dict[str, str] | None = None,
+    visible_on: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of product records, filtered; keeps reading until the page is full."""
+    kwargs: dict[str, Any] = {
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": keys.product_pk(district_id, PRODUCT_KIND[kind])},
+    }
+    condition = None
+    for name, value in (filters or {}).items():
+        clause = Attr(name).eq(value)
+        condition = clause if condition is None else condition & clause
+    if visible_on is not None:
+        clause = Attr("visibleFrom").eq(None) | Attr("visibleFrom").lte(visible_on)
+        condition = clause if condition is None else condition & clause
+    if condition is not None:
+        kwargs["FilterExpression"] = condition
+    if filters and "email" in filters and kind == "users":
+        kwargs = {
+            "IndexName": "ByEmail",
+            "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk = :email",
+            "ExpressionAttributeValues": {":pk": keys.email_gsi_pk(district_id), ":email": filters["email"]},
+        }
+        rest = {k: v for k, v in filters.items() if k != "email"}
+        if rest:
+            extra = None
+            for name, value in rest.items():
+                clause = Attr(name).eq(value)
+                extra = clause if extra is None else extra & clause
+            kwargs["FilterExpression"] = extra
+    start = decode_cursor(cursor)
+    items: list[dict[str, Any]] = []
+    tbl = table()
+    while True:
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        kwargs["Limit"] = max(limit - len(items), 1) if "FilterExpression" not in kwargs else limit
+        page = tbl.query(**kwargs)
+        for item in page.get("Items", []):
+            items.append(_strip(item))
+        start = page.get("LastEvaluatedKey")
+        if not start or len(items) >= limit:
+            break
+    if len(items) > limit:
+        # The last query overshot: answer `limit` items and resume after the last one.
+        items = items[:limit]
+        last = items[-1]["id"]
+        start = {"pk": kwargs["ExpressionAttributeValues"][":pk"], "sk": last}
+        if kwargs.get("IndexName"):
+            start = None
+    return items, encode_cursor(start)

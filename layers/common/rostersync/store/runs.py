@@ -1,0 +1,290 @@
+"""Run records, the one-run-at-a-time lock, page bookkeeping and run issues."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+
+from rostersync import aws
+from rostersync.config import get_config
+from rostersync.errors import RunActiveError
+from rostersync.roster.product import Issue
+from rostersync.store import keys
+from rostersync.store.table import decode_cursor, encode_cursor, query_all, table
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "halted", "previewed"]
+FINAL_STATUSES = frozenset({"succeeded", "failed", "halted", "previewed"})
+ENTITY_COUNTS = ("schools", "classes", "users", "enrollments")
+
+# A lock older than this belongs to a run that died without releasing it.
+LOCK_LIFETIME = timedelta(hours=6)
+# Run issues kept in the run record, per kind (the rest are counted, not listed).
+MAX_LISTED_ISSUES = 1000
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id(moment: datetime) -> str:
+    """Sorts by time, so the newest run comes first when read backwards."""
+    return f"{moment:%Y%m%dT%H%M%S}{moment.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; answers want plain JSON numbers."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | set | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def empty_counts() -> dict[str, dict[str, int]]:
+    fields = ("created", "updated", "deleted", "unchanged", "rejected")
+    return {entity: dict.fromkeys(fields, 0) for entity in ENTITY_COUNTS}
+
+
+def start_run(
+    district_id: str,
+    *,
+    trigger: str,
+    mode: str | None,
+    confirm_deletes: bool = False,
+    dry_run: bool = False,
+    moment: datetime | None = None,
+) -> dict[str, Any]:
+    """Create a queued run and take the district's lock, or raise RunActiveError."""
+    moment = moment or now_utc()
+    run_id = new_run_id(moment)
+    pk = keys.district_pk(district_id)
+    run = {
+        "pk": pk,
+        "sk": keys.run_sk(run_id),
+        "runId": run_id,
+        "districtId": district_id,
+        "trigger": trigger,
+        "mode": mode,
+        "status": "queued",
+        "startedAt": iso(moment),
+        "finishedAt": None,
+        "confirmDeletes": confirm_deletes,
+        "dryRun": dry_run,
+        "counts": empty_counts(),
+        "pagesTotal": 0,
+        "pagesDone": 0,
+        "fetchComplete": False,
+    }
+    lock = {
+        "pk": pk,
+        "sk": keys.LOCK_SK,
+        "runId": run_id,
+        "takenAt": iso(moment),
+        "expiresAt": int((moment + LOCK_LIFETIME).timestamp()),
+    }
+    serialize = _serializer()
+    try:
+        aws.client("dynamodb").transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": get_config().roster_table_name,
+                        "Item": serialize(lock),
+                        "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
+                        "ExpressionAttributeValues": serialize({":now": int(moment.timestamp())}),
+                    }
+                },
+                {"Put": {"TableName": get_config().roster_table_name, "Item": serialize(run)}},
+            ]
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "TransactionCanceledException":
+            raise
+        active = active_run_id(district_id)
+        raise RunActiveError(active or "unknown") from None
+    return run
+
+
+def _serializer() -> Any:
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+
+    def serialize(item: dict[str, Any]) -> dict[str, Any]:
+        return {k: serializer.serialize(v) for k, v in item.items()}
+
+    return serialize
+
+
+def active_run_id(district_id: str) -> str | None:
+    item = table().get_item(Key={"pk": keys.district_pk(district_id), "sk": keys.LOCK_SK}).get("Item")
+    return str(item["runId"]) if item else None
+
+
+def release_lock(district_id: str, run_id: str) -> None:
+    try:
+        table().delete_item(
+            Key={"pk": keys.district_pk(district_id), "sk": keys.LOCK_SK},
+            ConditionExpression="runId = :run",
+            ExpressionAttributeValues={":run": run_id},
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+
+
+def get_run(district_id: str, run_id: str) -> dict[str, Any] | None:
+    item = table().get_item(Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)}).get("Item")
+    return plain(item) if item else None
+
+
+def list_runs(district_id: str, *, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    kwargs: dict[str, Any] = {
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :run)",
+        "ExpressionAttributeValues": {":pk": keys.district_pk(district_id), ":run": "RUN#"},
+        "ScanIndexForward": False,
+        "Limit": limit,
+    }
+    start = decode_cursor(cursor)
+    if start:
+        kwargs["ExclusiveStartKey"] = start
+    page = table().query(**kwargs)
+    return [plain(i) for i in page.get("Items", [])], encode_cursor(page.get("LastEvaluatedKey"))
+
+
+def update_run(district_id: str, run_id: str, **fields: Any) -> None:
+    names = {f"#{k}": k for k in fields}
+    values = {f":{k}": v for k, v in fields.items()}
+    table().update_item(
+        Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+        UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=values,
+    )
+
+
+def finish_run(district_id: str, run_id: str, status: RunStatus, **fields: Any) -> None:
+    update_run(district_id, run_id, status=status, finishedAt=iso(now_utc()), **fields)
+    release_lock(district_id, run_id)
+
+
+def finish_fetch(district_id: str, run_id: str, pages_total: int) -> None:
+    update_run(district_id, run_id, pagesTotal=pages_total, fetchComplete=True)
+
+
+def mark_page_done(district_id: str, run_id: str, page_key: str) -> bool:
+    """Count a page once, however often it is delivered. False if it was counted before."""
+    serialize = _serializer()
+    name = get_config().roster_table_name
+    try:
+        aws.client("dynamodb").transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": name,
+                        "Item": serialize(
+                            {
+                                "pk": keys.run_detail_pk(district_id, run_id),
+                                "sk": f"PAGE#{page_key}",
+                                "expiresAt": int((now_utc() + timedelta(days=30)).timestamp()),
+                            }
+                        ),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": name,
+                        "Key": serialize({"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)}),
+                        "UpdateExpression": "ADD pagesDone :one",
+                        "ExpressionAttributeValues": serialize({":one": 1}),
+                    }
+                },
+            ]
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "TransactionCanceledException":
+            return False
+        raise
+    return True
+
+
+def claim_apply(district_id: str, run_id: str) -> bool:
+    """True for exactly one caller, once the fetch is complete and every page is done."""
+    try:
+        table().update_item(
+            Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+            UpdateExpression="SET applyClaimed = :t",
+            ConditionExpression="fetchComplete = :t AND pagesDone >= pagesTotal "
+            "AND attribute_not_exists(applyClaimed)",
+            ExpressionAttributeValues={":t": True},
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def _issue_sk(kind: str, issue: Issue) -> str:
+    if kind == "ERR":
+        return f"ERR#{issue.entity}#{issue.sourcedId}"
+    digest = hashlib.sha1(issue.reason.encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"WARN#{issue.entity}#{issue.sourcedId}#{digest}"
+
+
+def add_issues(district_id: str, run_id: str, kind: Literal["ERR", "WARN"], issues: Iterable[Issue]) -> None:
+    """Record rejected records (ERR) or warnings; keyed so a redelivered page adds nothing."""
+    pk = keys.run_detail_pk(district_id, run_id)
+    expires = int((now_utc() + timedelta(days=90)).timestamp())
+    with table().batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+        for issue in issues:
+            batch.put_item(Item={"pk": pk, "sk": _issue_sk(kind, issue), "expiresAt": expires, **issue.model_dump()})
+
+
+def issue_counts(district_id: str, run_id: str, kind: Literal["ERR", "WARN"]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in query_all(
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :kind)",
+        ExpressionAttributeValues={":pk": keys.run_detail_pk(district_id, run_id), ":kind": f"{kind}#"},
+        ProjectionExpression="entity",
+    ):
+        counts[item["entity"]] = counts.get(item["entity"], 0) + 1
+    return counts
+
+
+def list_issues(district_id: str, run_id: str, kind: Literal["ERR", "WARN"]) -> list[dict[str, str]]:
+    issues = []
+    for item in query_all(
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :kind)",
+        ExpressionAttributeValues={":pk": keys.run_detail_pk(district_id, run_id), ":kind": f"{kind}#"},
+    ):
+        issues.append({"entity": item["entity"], "sourcedId": item["sourcedId"], "reason": item["reason"]})
+        if len(issues) >= MAX_LISTED_ISSUES:
+            break
+    return issues
+
+
+def get_district(district_id: str) -> dict[str, Any]:
+    item = table().get_item(Key={"pk": keys.district_pk(district_id), "sk": keys.DISTRICT_SK}).get("Item")
+    return plain(item) if item else {}
+
+
+def set_watermark(district_id: str, watermark: str, run_id: str) -> None:
+    table().update_item(
+        Key={"pk": keys.district_pk(district_id), "sk": keys.DISTRICT_SK},
+        UpdateExpression="SET watermark = :w, lastSuccessfulRunId = :r",
+        ExpressionAttributeValues={":w": watermark, ":r": run_id},
+    )
