@@ -16,8 +16,9 @@
   so tests do not depend on one another.
 - `lambda_context`, `load_event(name)` (events/{name}.json).
 
-Tests that do not use `aws_stack` run without `AWS_ENDPOINT_URL`, so
-`moto.mock_aws` intercepts their calls as usual.
+Tests that do not use `aws_stack` run without the environment it set
+(`AWS_ENDPOINT_URL` included), so `moto.mock_aws` intercepts their calls as
+usual and a module may point the same names at a server of its own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import selectors
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,45 +72,80 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)
 server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
 server.start()
 print(server.get_host_and_port()[1], flush=True)
-import moto.cloudformation.models  # warm up while the test process translates the template
+import moto.cloudformation.models  # the slow import (~3 s), done before the first CreateStack
 sys.stdin.read()
 """
 
 
-def _start_moto_child(log_path: Path, timeout_s: float = 60.0) -> tuple[subprocess.Popen[str], str]:
-    log = log_path.open("w")
-    child = subprocess.Popen(
-        [sys.executable, "-c", _MOTO_CHILD],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    log.close()
-    assert child.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(child.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout_s):
-            child.kill()
-            raise RuntimeError(f"moto server did not start in {timeout_s}s, see {log_path}")
-    line = child.stdout.readline().strip()
-    if not line.isdigit():
-        child.kill()
-        raise RuntimeError(f"moto server failed to start: {log_path.read_text()[-2000:]}")
-    return child, f"http://127.0.0.1:{line}"
+class _MotoChild:
+    """One moto server process per test process, started once."""
+
+    process: subprocess.Popen[str] | None = None
+    endpoint_url: str | None = None
+    log_path = Path(tempfile.gettempdir()) / f"rostersync-moto-{os.getpid()}.log"
+
+    @classmethod
+    def start(cls) -> None:
+        if cls.process is None:
+            with cls.log_path.open("w") as log:
+                cls.process = subprocess.Popen(
+                    [sys.executable, "-c", _MOTO_CHILD],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                )
+
+    @classmethod
+    def endpoint(cls, timeout_s: float = 60.0) -> str:
+        cls.start()
+        process = cls.process
+        assert process is not None and process.stdout is not None
+        if cls.endpoint_url is None:
+            with selectors.DefaultSelector() as selector:
+                selector.register(process.stdout, selectors.EVENT_READ)
+                ready = selector.select(timeout_s)
+            line = process.stdout.readline().strip() if ready else ""
+            if not line.isdigit():
+                process.kill()
+                raise RuntimeError(f"moto server did not start: {cls.log_path.read_text()[-2000:]}")
+            cls.endpoint_url = f"http://127.0.0.1:{line}"
+        return cls.endpoint_url
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.process is not None:
+            assert cls.process.stdin is not None
+            cls.process.stdin.close()
+            cls.process.terminate()  # its state is of no further use
+            cls.process.wait(timeout=10)
+            cls.process = None
+            cls.endpoint_url = None
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the server as soon as it is known that a test will want it: its
+    start-up (~4 s of imports) then overlaps the tests that run first."""
+    if any("moto_server" in getattr(item, "fixturenames", ()) for item in items):
+        _MotoChild.start()
+
+
+def pytest_unconfigure() -> None:
+    _MotoChild.stop()  # if no test ended up asking for it
 
 
 @pytest.fixture(scope="session")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def moto_server() -> Iterator[str]:
     """Endpoint URL of a moto server for this test process."""
-    child, endpoint_url = _start_moto_child(tmp_path_factory.mktemp("moto") / "server.log")
     try:
-        yield endpoint_url
+        yield _MotoChild.endpoint()
     finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        child.terminate()  # its state is of no further use
-        child.wait(timeout=10)
+        _MotoChild.stop()
+
+
+# The environment aws_stack set (empty until it runs).
+_STACK_ENV: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")
@@ -125,10 +162,12 @@ def aws_stack(moto_server: str) -> Iterator[dict[str, str]]:
     env = {"AWS_ENDPOINT_URL": moto_server, **env_from_outputs(outputs)}
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
+    _STACK_ENV.update(env)
     config.get_config.cache_clear()
     try:
         yield outputs
     finally:
+        _STACK_ENV.clear()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -139,29 +178,49 @@ def aws_stack(moto_server: str) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fresh caches for every test; no emulator endpoint for tests that did
-    not ask for the stack (so `mock_aws` intercepts their calls)."""
-    if "aws_stack" not in request.fixturenames:
-        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    """Fresh caches for every test; tests that did not ask for the stack run
+    without its environment (so `mock_aws` intercepts their calls)."""
+    if "aws_stack" in request.fixturenames:
+        request.getfixturevalue("aws_stack")  # its environment is what this test sees
+    else:
+        # Only what aws_stack set: a test may point the names at its own server.
+        for name, value in _STACK_ENV.items():
+            if os.environ.get(name) == value:
+                monkeypatch.delenv(name)
     _clear_caches()
     yield
     _clear_caches()
 
 
+_clients_endpoint: list[str | None] = [None]
+
+
 def _clear_caches() -> None:
+    """Config and powertools values every time; the shared boto3 clients (and
+    powertools' providers, which hold one) when the endpoint they were made
+    for is no longer the one in the environment. Making clients is slow, so
+    they are not remade for every test."""
     from rostersync import config
 
     config.get_config.cache_clear()
     parameters = sys.modules.get("aws_lambda_powertools.utilities.parameters.base")
     if parameters is not None:
-        # Providers keep their values and their boto3 client (endpoint included).
-        parameters.DEFAULT_PROVIDERS.clear()  # type: ignore[attr-defined]
+        for provider in parameters.DEFAULT_PROVIDERS.values():  # type: ignore[attr-defined]
+            provider.clear_cache()
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint != _clients_endpoint[0]:
+        _clients_endpoint[0] = endpoint
+        shared = sys.modules.get("rostersync.aws")
+        if shared is not None:
+            shared.reset()  # type: ignore[attr-defined]
+        if parameters is not None:
+            parameters.DEFAULT_PROVIDERS.clear()  # type: ignore[attr-defined]
 
 
 def _client(service: str, endpoint_url: str) -> Any:
     import boto3
 
-    return boto3.client(service, region_name=REGION, endpoint_url=endpoint_url)
+    return boto3.client(service, region_name=REGION, endpoint_url=endpoint_url)  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
@@ -59,11 +60,33 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def aws_env(moto_endpoint: str) -> Iterator[SimpleNamespace]:
-    """Environment and clients for the module's server, set up once: new boto3
-    sessions load their service models anew, which is slow to do per test."""
+def emulator(moto_endpoint: str) -> SimpleNamespace:
+    """The test's own clients, bound to the server explicitly: made once per module."""
+
+    bound: dict[str, Any] = {
+        "endpoint_url": moto_endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    return SimpleNamespace(
+        endpoint=moto_endpoint,
+        ssm=boto3.client("ssm", **bound),
+        scheduler=boto3.client("scheduler", **bound),
+        dynamodb=boto3.client("dynamodb", **bound),
+    )
+
+
+@pytest.fixture
+def aws(emulator: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """A clean emulator holding only the roster table; the code under test pointed at it.
+
+    The environment is set per test because the shared conftest gives every
+    test that does not use its stack an environment without an endpoint.
+    """
+    requests.post(f"{emulator.endpoint}/moto-api/reset", timeout=10).raise_for_status()
     env = {
-        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ENDPOINT_URL": emulator.endpoint,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -72,28 +95,13 @@ def aws_env(moto_endpoint: str) -> Iterator[SimpleNamespace]:
         "SCHEDULER_ROLE_ARN": ROLE_ARN,
         "SCHEDULER_GROUP": GROUP,
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "SETTINGS_PREFIX"):
-            patch.delenv(key, raising=False)
-        get_config.cache_clear()
-        aws_clients.reset()
-        yield SimpleNamespace(
-            endpoint=moto_endpoint,
-            ssm=aws_clients.client("ssm"),
-            scheduler=aws_clients.client("scheduler"),
-            config=get_config(),
-        )
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "SETTINGS_PREFIX"):
+        monkeypatch.delenv(key, raising=False)
     get_config.cache_clear()
-    aws_clients.reset()
-
-
-@pytest.fixture
-def aws(aws_env: SimpleNamespace) -> SimpleNamespace:
-    """A clean emulator holding only the roster table."""
-    requests.post(f"{aws_env.endpoint}/moto-api/reset", timeout=10).raise_for_status()
-    aws_clients.resource("dynamodb").create_table(
+    aws_clients.reset()  # the store's shared resource must follow this endpoint
+    emulator.dynamodb.create_table(
         TableName=TABLE,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         AttributeDefinitions=[
@@ -102,7 +110,7 @@ def aws(aws_env: SimpleNamespace) -> SimpleNamespace:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
-    return aws_env
+    return SimpleNamespace(ssm=emulator.ssm, scheduler=emulator.scheduler, config=get_config())
 
 
 def write_parameter(aws: SimpleNamespace, value: str | dict[str, Any], *, kind: str = "String") -> None:

@@ -11,8 +11,9 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
+
 from rostersync import config as config_module
-from rostersync.local.deploy import OUTPUT_ENV, env_from_outputs, load_sam_template, translate_template
+from rostersync.local.deploy import OUTPUT_ENV, cached_translation, env_from_outputs, load_sam_template
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 
@@ -71,7 +72,7 @@ def sam() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cfn() -> dict[str, Any]:
-    return translate_template(TEMPLATE_PATH)
+    return cached_translation(TEMPLATE_PATH)  # keyed by the template bytes: never stale
 
 
 def _as_list(value: Any) -> list[Any]:

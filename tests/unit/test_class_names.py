@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from rostersync.roster.class_names import class_name
 
 FIELDS = ("period", "term", "classCode", "sourcedId")

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
+
 from rostersync.roster.compute import (
     MAIN_LOCATION,
     ProductState,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from rostersync.roster.roles import PRODUCT_ROLES, product_role, role_group
 
 DEFAULT_MAPPING = {"teacher": "Teacher 1", "aide": "Teacher 2", "administrator": "School Admin"}

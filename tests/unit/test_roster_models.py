@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+
 from rostersync.roster.models import (
     AcademicSession,
     Enrollment,
@@ -542,24 +543,39 @@ def test_record_id_names_a_raw_record_as_best_known(raw: object, expected: str) 
 # ---- required content of active records ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: an active user without any role is accepted with role '' (the model's "
-    "`role: str` is satisfied by _text(None) == ''), so it is then silently not imported "
-    "and never reported (SPEC 5: every rejected record is in the run record)",
+@pytest.mark.parametrize(
+    ("entity", "raw", "reason"),
+    [
+        ("users", {"sourcedId": "u1", "email": "a@x.org"}, "role: missing"),
+        ("users", {"sourcedId": "u1", "role": "  "}, "role: missing"),
+        ("users", {"sourcedId": "u1", "roles": []}, "role: missing"),
+        ("users", {"sourcedId": "u1", "roles": [{"roleType": "primary"}]}, "role: missing"),
+        ("enrollments", {"sourcedId": "e1", "user": "u1", "class": "c1"}, "role: missing"),
+        ("enrollments", {"sourcedId": "e1", "role": "student"}, "userId: missing; classId: missing"),
+        ("classes", {"sourcedId": "c1", "school": "o1"}, "title: missing"),
+        ("classes", {"sourcedId": "c1", "title": "", "school": "o1"}, "title: missing"),
+        ("classes", {"sourcedId": "c1"}, "title: missing; schoolId: missing"),
+    ],
 )
-def test_active_user_without_a_role_is_rejected() -> None:
-    reason = reason_of("users", {"sourcedId": "u1", "email": "a@x.org"})
+def test_active_record_without_what_it_cannot_do_without_is_rejected(
+    entity: str, raw: dict, reason: str
+) -> None:
+    # Not imported silently: an IT administrator sees why (SPEC 5).
+    assert reason_of(entity, raw) == reason
+    assert normalize(entity, {**raw, "status": "tobedeleted"}).deleted
 
-    assert reason.startswith("role: ")
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: an active enrollment without a role is accepted with role '', which "
-    "compute then counts as a teacher of the class (teacherIds = every role but student)",
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-09-01T08:00:00", datetime(2026, 9, 1, 8, tzinfo=UTC)),
+        ("2026-09-01T08:00:00Z", datetime(2026, 9, 1, 8, tzinfo=UTC)),
+        ("2026-09-01T03:00:00-05:00", datetime(2026, 9, 1, 8, tzinfo=UTC)),
+    ],
 )
-def test_active_enrollment_without_a_role_is_rejected() -> None:
-    raw = {k: v for k, v in MINIMAL["enrollments"].items() if k != "role"}
+def test_date_last_modified_without_a_zone_is_read_as_utc(raw: str, expected: datetime) -> None:
+    # Every two versions of a record can then be compared.
+    stamp = normalize("users", {**MINIMAL["users"], "dateLastModified": raw}).dateLastModified
 
-    assert reason_of("enrollments", raw).startswith("role: ")
+    assert stamp == expected
+    assert stamp is not None and stamp.utcoffset() is not None

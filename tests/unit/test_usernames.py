@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+
 from rostersync.roster.usernames import (
     UsernameCandidate,
     UsernameIssue,
@@ -96,12 +99,6 @@ def test_unknown_op_is_an_error() -> None:
         apply_rule("x", {"op": "reverse"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: usernames.apply_rule runs re2's own template expansion "
-    "(compiled.sub(replacement_text, value)), which decodes the replacement through latin-1: "
-    "'é' becomes 'Ã©'. settings.model.RegexRule.apply expands groups correctly but is not used.",
-)
 @pytest.mark.parametrize("as_model", [False, True], ids=["dict", "settings-model"])
 def test_regex_replacement_with_non_ascii_text_is_kept(as_model: bool) -> None:
     rule: object = {"op": "regex", "pattern": "^(\\w+)\\.", "replacement": "é\\1-"}
@@ -300,25 +297,53 @@ def test_no_users_no_usernames() -> None:
     assert resolve_usernames([], use_source=True, rules=[]) == ({}, [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a user whose collision fallback (its email) is already another user's "
-    "username keeps it anyway: '1' (source username 'b@x.org') and '2' (email 'b@x.org') both "
-    "end up with username 'b@x.org' (SPEC 3: two users may never end up with one username)",
-)
 @pytest.mark.parametrize(
-    "users",
+    ("users", "expected", "issues"),
     [
-        # '2' collides with '1' and falls back to its email, which '1' already holds.
-        [cand("1", "a@x.org", "b@x.org"), cand("2", "b@x.org", "B@X.org")],
-        # '2' has no source username; its email fallback is '1''s username.
-        [cand("1", "a@x.org", "b@x.org"), cand("2", "b@x.org", "")],
+        # '1' wants '2''s email as its username: the email's owner keeps it.
+        (
+            [cand("1", "a@x.org", "b@x.org"), cand("2", "b@x.org", "B@X.org")],
+            {"1": "a@x.org", "2": "B@X.org"},
+            [UsernameIssue("1", conflict("2"))],
+        ),
+        (
+            [cand("1", "a@x.org", "b@x.org"), cand("2", "b@x.org", "")],
+            {"1": "a@x.org", "2": "b@x.org"},
+            [UsernameIssue("2", EMPTY_WARNING), UsernameIssue("1", conflict("2"))],
+        ),
+        (
+            [cand("1", "a@x.org", "B@X.ORG"), cand("2", "b@x.org", "bee")],
+            {"1": "a@x.org", "2": "bee"},
+            [UsernameIssue("1", conflict("2"))],
+        ),
     ],
-    ids=["collision-fallback", "empty-fallback"],
+    ids=["collision-fallback", "empty-fallback", "other-users-email"],
 )
-def test_fallback_to_an_email_that_is_another_users_username_never_shares_it(
-    users: list[UsernameCandidate],
+def test_username_that_is_another_users_email_yields_to_that_user(
+    users: list[UsernameCandidate], expected: dict[str, str], issues: list[UsernameIssue]
 ) -> None:
-    names, _issues = resolve_usernames(users, use_source=True, rules=[])
+    names, got_issues = resolve_usernames(users, use_source=True, rules=[])
 
+    assert names == expected
+    assert got_issues == issues
+
+
+EMAILS = [f"{name}@x.org" for name in ("a", "b", "c", "d")]
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_two_users_never_end_up_with_one_username(seed: int) -> None:
+    # Usernames drawn from a small pool that includes the users' own emails in
+    # other cases, so every kind of collision and fallback occurs.
+    rng = random.Random(seed)
+    pool = ["", "sam", "SAM", "Sam@x.org", *EMAILS, *(e.upper() for e in EMAILS)]
+    ids = rng.sample(["1", "2", "9", "10", "100", "u1", "u2"], k=rng.randint(1, 4))
+    users = [cand(sid, email, rng.choice(pool)) for sid, email in zip(ids, EMAILS, strict=False)]
+    rules = rng.choice(
+        [[], [{"op": "lowercase"}], [{"op": "stripDomain"}], [{"op": "truncate", "length": 1}]]
+    )
+
+    names, _issues = resolve_usernames(users, use_source=True, rules=rules)
+
+    assert set(names) == set(ids)
     assert len({n.lower() for n in names.values()}) == len(names)

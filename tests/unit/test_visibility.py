@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+
 from rostersync.roster.visibility import class_start_date, enrollment_in_force, is_visible, visible_from
 
 D = date(2026, 9, 1)

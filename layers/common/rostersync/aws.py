@@ -25,7 +25,14 @@ def resource(service: str) -> Any:
     return boto3.session.Session().resource(service, config=_BOTO_CONFIG)  # type: ignore[call-overload]
 
 
+@cache
+def table(name: str) -> Any:
+    """A DynamoDB Table resource; building one loads a model, so it is built once."""
+    return resource("dynamodb").Table(name)
+
+
 def reset() -> None:
     """Forget every client (tests and the local stack change endpoints)."""
     client.cache_clear()
     resource.cache_clear()
+    table.cache_clear()

@@ -213,5 +213,7 @@ def list_users(district_id: str) -> dict[str, Any]:
         if status not in ("active", "inactive"):
             raise BadRequestError("status: active or inactive")
         filters["status"] = status
-    items, cursor = roster.list_product(district_id, "users", limit=_limit(), cursor=_cursor(), filters=filters)
+    items, cursor = roster.list_product(
+        district_id, "users", limit=_limit(), cursor=_cursor(), filters=filters
+    )
     return _page(items, cursor)

@@ -5,25 +5,36 @@ The SAM template is translated offline with samtranslator (the library behind
 so the embedded stack and the tests run on the resources, names and settings of
 the template itself, not on a copy that could drift.
 
-moto's CloudFormation leaves some things out; `deploy_stack` does them with the
-service APIs once the stack is complete, with every intrinsic function resolved
-by moto itself (see `_Deferred`):
+moto's CloudFormation (5.2) creates every resource of the template but leaves
+some of their settings out; `deploy_stack` applies those with the service APIs
+once the stack is complete, every intrinsic function inside them resolved by
+moto itself (see `_Deferred`):
 
-- the bucket's `NotificationConfiguration` (S3 -> StagingQueue) is ignored;
+- S3 bucket: `NotificationConfiguration` (S3 -> StagingQueue),
+  `PublicAccessBlockConfiguration`, `LifecycleConfiguration`,
+  `OwnershipControls`, `VersioningConfiguration` are ignored;
+- DynamoDB table: `PointInTimeRecoverySpecification` and
+  `TimeToLiveSpecification` are ignored, and `SSESpecification` is read under
+  the API's key `Enabled` rather than CloudFormation's `SSEEnabled`;
+- Lambda function: `Layers` is ignored (and `Ref` of a layer version answers
+  the object's repr), `Architectures` too (no API can set it afterwards, so
+  functions read x86_64 on the emulator);
 - `AWS::SQS::QueuePolicy`, `AWS::S3::BucketPolicy`,
   `AWS::Lambda::EventInvokeConfig`, `AWS::ApiGateway::Stage` and
-  `AWS::Scheduler::*` are not supported;
+  `AWS::Scheduler::*` are not supported at all;
 - `AWS::ApiGateway::RestApi` ignores its OpenAPI `Body`, so the deployment
   that SAM adds fails ("no methods"): the body is put with `PutRestApi` and the
   stage deployed afterwards.
 
-Two more differences are deliberate: every function and the layer get a tiny
+Three differences are deliberate. Every function and the layer get a tiny
 placeholder zip (moto cannot run Lambda code without Docker; the embedded stack
-calls the handlers in-process), and the SQS event source mappings are created
-*disabled*, because an enabled mapping makes moto try to invoke the function
-on every SendMessage and swallow the message. They stay visible through
-`ListEventSourceMappings` so the embedded stack can wire queues to handlers
-from the template's own settings (batch size, partial batch responses).
+calls the handlers in-process). The SQS event source mappings are created
+*disabled*: enabled, moto would try to invoke the function (in Docker) on every
+SendMessage and swallow the message; they stay visible through
+`ListEventSourceMappings` (queue, function, batch size), so the embedded stack
+can wire queues to handlers from the template itself. The staging bucket's
+"deny unless HTTPS" statement is left out of its policy: moto enforces bucket
+policies and the emulator serves plain HTTP on loopback.
 
 This module is for the local stack and the tests only: the Lambda runtime never
 imports it (it needs samtranslator and aws-sam-cli from the dev dependencies).
@@ -32,10 +43,12 @@ imports it (it needs samtranslator and aws-sam-cli from the dev dependencies).
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import logging
 import os
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -105,7 +118,6 @@ _DEFERRED_TYPES = frozenset(
         "AWS::Scheduler::Schedule",
     }
 )
-_FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +142,14 @@ class OfflineManagedPolicyLoader:
 def _region_env(region: str) -> Iterator[None]:
     """samtranslator derives the partition from the default region."""
     saved = os.environ.get("AWS_DEFAULT_REGION")
-    os.environ["AWS_DEFAULT_REGION"] = saved or region
+    os.environ["AWS_DEFAULT_REGION"] = region
     try:
         yield
     finally:
         if saved is None:
             os.environ.pop("AWS_DEFAULT_REGION", None)
+        else:
+            os.environ["AWS_DEFAULT_REGION"] = saved
 
 
 def load_sam_template(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -177,6 +191,49 @@ def translate_template(
             return transform(sam, dict(parameter_values or {}), OfflineManagedPolicyLoader())
     finally:
         sam_logger.setLevel(level)
+
+
+def cached_translation(
+    path: str | os.PathLike[str] = DEFAULT_TEMPLATE,
+    *,
+    parameter_values: Mapping[str, Any] | None = None,
+    region: str = "us-east-1",
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """`translate_template`, kept on disk by the template's bytes, the
+    parameters and the samtranslator version: a hit skips importing the SAM
+    libraries, most of the time a deploy spends before moto starts creating."""
+    from importlib.metadata import version
+
+    template_bytes = Path(path).read_bytes()
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                hashlib.sha256(template_bytes).hexdigest(),
+                dict(parameter_values or {}),
+                region,
+                PLACEHOLDER_CODE_URI,
+                version("aws-sam-translator"),
+                version("aws-sam-cli"),
+            ],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:32]
+    directory = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "rostersync-translated"
+    cached = directory / f"{key}.json"
+    try:
+        return dict(json.loads(cached.read_text()))
+    except (OSError, ValueError):
+        pass
+    cfn = translate_template(path, parameter_values=parameter_values, region=region)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / f"{key}.{os.getpid()}.tmp"
+        partial.write_text(json.dumps(cfn))
+        partial.replace(cached)  # atomic: parallel test workers may race here
+    except OSError:
+        logger.warning("could not cache the translated template", extra={"path": str(cached)})
+    return cfn
 
 
 # ------------------------------------------------------- moto preparation ---
@@ -289,7 +346,12 @@ def placeholder_zip() -> bytes:
 
 
 def _clients(endpoint_url: str, region: str) -> dict[str, Any]:
-    session = boto3.session.Session(region_name=region, **_FAKE_CREDENTIALS)
+    # Any credentials do for moto; fixed ones never reach for a profile or IMDS.
+    session = boto3.session.Session(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - the emulator's, not a secret
+        region_name=region,
+    )
     config = BotoConfig(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=120)
     names = ("cloudformation", "s3", "sqs", "dynamodb", "lambda", "apigateway", "scheduler")
     return {name: session.client(name, endpoint_url=endpoint_url, config=config) for name in names}  # type: ignore[call-overload]
@@ -528,13 +590,16 @@ def deploy_stack(
     its outputs are answered.
     """
     started = time.perf_counter()
+    # Translated before the server is first asked anything: a server that has
+    # just started is still importing its CloudFormation engine meanwhile.
+    template, deferred = prepare_for_moto(
+        cached_translation(template_path, parameter_values=parameters, region=region)
+    )
     clients = _clients(endpoint_url, region)
     cloudformation = clients["cloudformation"]
 
     existing = _stack_status(cloudformation, stack_name)
     if existing is None or existing["StackStatus"] in ("DELETE_COMPLETE",):
-        cfn = translate_template(template_path, parameter_values=parameters, region=region)
-        template, deferred = prepare_for_moto(cfn)
         _ensure_artifact(clients["s3"], region)
         cloudformation.create_stack(
             StackName=stack_name,

@@ -33,8 +33,14 @@ SNAPSHOT_FIELDS = {
     "enrollments": "enrollments",
 }
 # Rejections of orgs count against schools, of sessions against terms.
-COUNT_ENTITY = {"orgs": "schools", "academicSessions": "terms", "classes": "classes", "users": "users",
-                "enrollments": "enrollments", "run": "run"}
+COUNT_ENTITY = {
+    "orgs": "schools",
+    "academicSessions": "terms",
+    "classes": "classes",
+    "users": "users",
+    "enrollments": "enrollments",
+    "run": "run",
+}
 
 
 def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> dict[str, Any] | None:
@@ -48,6 +54,7 @@ def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> 
         runs.finish_run(district_id, run_id, "failed", message="the district has no valid settings")
         return None
     now = now or runs.now_utc()
+    runs.update_run(district_id, run_id, applyStartedAt=runs.iso(runs.now_utc()))
     try:
         if run.get("mode") == "full":
             _forget_absent_records(district_id, run_id)
@@ -61,7 +68,9 @@ def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> 
             bucket["rejected"] = bucket.get("rejected", 0) + rejected
     except Exception:
         logger.exception("apply failed", **log)
-        runs.finish_run(district_id, run_id, "failed", message="applying the changes failed; nothing was deleted")
+        runs.finish_run(
+            district_id, run_id, "failed", message="applying the changes failed; nothing was deleted"
+        )
         raise
     runs.finish_run(district_id, run_id, "succeeded", counts=counts, itemWrites=writes)
     runs.set_watermark(district_id, run.get("fetchStartedAt") or run["startedAt"], run_id)
@@ -75,9 +84,7 @@ def _decode(entity: str, docs: Iterable[tuple[str, str]]) -> dict[str, Any]:
 
 
 def load_snapshot(district_id: str) -> Snapshot:
-    return Snapshot(
-        **{SNAPSHOT_FIELDS[e]: _decode(e, roster.iter_mirror(district_id, e)) for e in ENTITIES}
-    )
+    return Snapshot(**{SNAPSHOT_FIELDS[e]: _decode(e, roster.iter_mirror(district_id, e)) for e in ENTITIES})
 
 
 def _forget_absent_records(district_id: str, run_id: str) -> None:
@@ -138,5 +145,7 @@ def _sync_kind(district_id: str, kind: str, computed: Mapping[str, BaseModel]) -
         else:
             counts["deleted"] += 1
             to_delete.append(item_id)
-    writes = roster.write_product(district_id, kind, to_write) + roster.delete_product(district_id, kind, to_delete)
+    writes = roster.write_product(district_id, kind, to_write) + roster.delete_product(
+        district_id, kind, to_delete
+    )
     return counts, writes

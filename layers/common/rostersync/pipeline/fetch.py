@@ -29,7 +29,9 @@ WATERMARK_OVERLAP = timedelta(minutes=5)
 ConnectorFactory = Callable[[dict[str, Any], dict[str, Any]], Connector]
 
 
-def handle_run_message(message: RunMessage, *, connector_factory: ConnectorFactory = build_connector) -> str | None:
+def handle_run_message(
+    message: RunMessage, *, connector_factory: ConnectorFactory = build_connector
+) -> str | None:
     """Start (or continue) a run's fetch. Returns the run id, or None when nothing was started."""
     district_id = message.districtId
     run_id = message.runId
@@ -43,12 +45,16 @@ def handle_run_message(message: RunMessage, *, connector_factory: ConnectorFacto
                 dry_run=message.dryRun,
             )["runId"]
         except RunActiveError as error:
-            logger.info("run not started: another run is active", district_id=district_id, active_run_id=error.run_id)
+            logger.info(
+                "run not started: another run is active", district_id=district_id, active_run_id=error.run_id
+            )
             return None
     run = runs.get_run(district_id, run_id)
     if run is None or run["status"] != "queued":
         # SQS delivers at least once: a start seen twice must not fetch twice.
-        logger.info("run message ignored", district_id=district_id, run_id=run_id, status=run and run["status"])
+        logger.info(
+            "run message ignored", district_id=district_id, run_id=run_id, status=run and run["status"]
+        )
         return None
     fetch_run(district_id, run_id, run, connector_factory)
     return run_id
@@ -60,7 +66,9 @@ def _since(watermark: str | None, mode: str) -> datetime | None:
     return datetime.fromisoformat(watermark.replace("Z", "+00:00")) - WATERMARK_OVERLAP
 
 
-def fetch_run(district_id: str, run_id: str, run: dict[str, Any], connector_factory: ConnectorFactory) -> None:
+def fetch_run(
+    district_id: str, run_id: str, run: dict[str, Any], connector_factory: ConnectorFactory
+) -> None:
     log = {"district_id": district_id, "run_id": run_id}
     settings = load_last_good(district_id)
     if settings is None:
@@ -77,7 +85,9 @@ def fetch_run(district_id: str, run_id: str, run: dict[str, Any], connector_fact
 
     try:
         source = doc["source"]
-        credentials = load_credentials(source["credentialsParameter"]) if source.get("credentialsParameter") else {}
+        credentials = (
+            load_credentials(source["credentialsParameter"]) if source.get("credentialsParameter") else {}
+        )
         connector = connector_factory(source, credentials)
         try:
             pages = _stage_all(connector, district_id, run_id, _since(watermark, mode))
@@ -85,7 +95,9 @@ def fetch_run(district_id: str, run_id: str, run: dict[str, Any], connector_fact
             logger.warning("source refused the incremental filter: running full", **log)
             runs.update_run(district_id, run_id, mode="full")
             reason = f"the source refused the dateLastModified filter, so this run read everything ({error})"
-            runs.add_issues(district_id, run_id, "WARN", [Issue(entity="run", sourcedId=run_id, reason=reason)])
+            runs.add_issues(
+                district_id, run_id, "WARN", [Issue(entity="run", sourcedId=run_id, reason=reason)]
+            )
             pages = _stage_all(connector, district_id, run_id, None)
         finally:
             connector.close()
@@ -96,7 +108,9 @@ def fetch_run(district_id: str, run_id: str, run: dict[str, Any], connector_fact
     except Exception as error:
         # Anything else is our fault, not the source's: the run still ends, and says so.
         logger.exception("fetch crashed", **log)
-        runs.finish_run(district_id, run_id, "failed", message=f"fetch failed: internal error ({type(error).__name__})")
+        runs.finish_run(
+            district_id, run_id, "failed", message=f"fetch failed: internal error ({type(error).__name__})"
+        )
         return
 
     total = sum(pages.values())

@@ -11,7 +11,9 @@ from rostersync.roster.compute import DEFAULT_ROLE_MAPPING, RosterOptions
 
 def settings_doc(settings: Any) -> dict[str, Any]:
     """The settings as their JSON document (SPEC 3 names), whatever model carries them."""
-    return settings.model_dump(by_alias=True, mode="json") if hasattr(settings, "model_dump") else dict(settings)
+    return (
+        settings.model_dump(by_alias=True, mode="json") if hasattr(settings, "model_dump") else dict(settings)
+    )
 
 
 def roster_options(settings: Any) -> RosterOptions:

@@ -83,6 +83,8 @@ def transform_page(ref: PageRef) -> int:
     if rejected:
         runs.add_issues(ref.district_id, ref.run_id, "ERR", rejected)
     logger.info("page transformed", records=len(docs), written=len(changed), rejected=len(rejected), **log)
-    if runs.mark_page_done(ref.district_id, ref.run_id, ref.name) and runs.claim_apply(ref.district_id, ref.run_id):
+    if runs.mark_page_done(ref.district_id, ref.run_id, ref.name) and runs.claim_apply(
+        ref.district_id, ref.run_id
+    ):
         send_apply_message(ref.district_id, ref.run_id)
     return len(changed)

@@ -9,7 +9,7 @@ raises `RecordError` with a reason an IT administrator can act on.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -64,6 +64,14 @@ class Record(BaseModel):
     @classmethod
     def _dlm(cls, value: Any) -> Any:
         return value or None
+
+    @field_validator("dateLastModified")
+    @classmethod
+    def _dlm_utc(cls, value: datetime | None) -> datetime | None:
+        # A timestamp without a zone is read as UTC, so every two can be compared.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value is not None else None
 
     @property
     def deleted(self) -> bool:
@@ -247,6 +255,12 @@ def _reason(error: ValidationError) -> str:
 
 
 _DELETION_OPTIONAL = ("title", "schoolId", "role", "userId", "classId")
+# Fields an active record cannot do without (an empty string is as missing as none).
+_REQUIRED_WHEN_ACTIVE = {
+    "classes": ("title", "schoolId"),
+    "users": ("role",),
+    "enrollments": ("userId", "classId", "role"),
+}
 
 
 def normalize(entity: str, raw: Any) -> Record:
@@ -259,6 +273,10 @@ def normalize(entity: str, raw: Any) -> Record:
         for key in _DELETION_OPTIONAL:
             if key in shaped and not shaped[key]:
                 shaped[key] = ""
+    else:
+        missing = [key for key in _REQUIRED_WHEN_ACTIVE.get(entity, ()) if not shaped.get(key)]
+        if missing:
+            raise RecordError("; ".join(f"{key}: missing" for key in missing))
     try:
         return ENTITY_MODELS[entity].model_validate(shaped)
     except ValidationError as error:

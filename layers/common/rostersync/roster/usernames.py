@@ -6,17 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import re2
-
-# Pattern objects compiled once per pattern text; re2 runs in linear time, so a
-# district's rule cannot hang a run however it is written.
-_COMPILED: dict[str, Any] = {}
-
-
-def _compiled(pattern: str) -> Any:
-    if pattern not in _COMPILED:
-        _COMPILED[pattern] = re2.compile(pattern)
-    return _COMPILED[pattern]
+from rostersync.settings.model import apply_regex
 
 
 def _rule_fields(rule: Any) -> dict[str, Any]:
@@ -44,7 +34,8 @@ def apply_rule(value: str, rule: Any) -> str:
     if op == "truncate":
         return value[: int(fields["length"])]
     if op == "regex":
-        return _compiled(str(fields["pattern"])).sub(str(fields["replacement"]), value)
+        # RE2 runs in linear time, so a district's pattern cannot hang a run.
+        return apply_regex(str(fields["pattern"]), str(fields["replacement"]), value)
     raise ValueError(f"unknown username rule op {op!r}")
 
 
@@ -95,12 +86,17 @@ def resolve_usernames(
             name = user.email
         wanted[user.sourced_id] = name
 
+    # Every email belongs to its user: a username that is someone else's email
+    # yields to that user, so falling back to one's own email never collides.
+    email_owner = {u.email.lower(): u.sourced_id for u in ordered}
     taken: dict[str, str] = {}
     result: dict[str, str] = {}
-    emails = {u.sourced_id: u.email for u in ordered}
     for user in ordered:
         name = wanted[user.sourced_id]
-        holder = taken.get(name.lower())
+        key = name.lower()
+        holder = taken.get(key)
+        if holder is None and email_owner.get(key, user.sourced_id) != user.sourced_id:
+            holder = email_owner[key]
         if holder is not None:
             issues.append(
                 UsernameIssue(
@@ -108,7 +104,7 @@ def resolve_usernames(
                     f"username conflict with sourcedId {holder}: the email is the username",
                 )
             )
-            name = emails[user.sourced_id]
-        taken.setdefault(name.lower(), user.sourced_id)
+            name = user.email
+        taken[name.lower()] = user.sourced_id
         result[user.sourced_id] = name
     return result, issues

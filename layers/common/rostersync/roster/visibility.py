@@ -6,7 +6,9 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 
 
-def class_start_date(enrollment_begin_dates: Iterable[date | None], term_start_dates: Iterable[date | None]) -> date | None:
+def class_start_date(
+    enrollment_begin_dates: Iterable[date | None], term_start_dates: Iterable[date | None]
+) -> date | None:
     """The earliest beginDate of the class's active enrollments, else of its terms' startDate."""
     begins = [d for d in enrollment_begin_dates if d is not None]
     if begins:

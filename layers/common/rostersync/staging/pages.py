@@ -28,7 +28,9 @@ def get_json(key: str) -> Any:
 
 def iter_run_pages(district_id: str, run_id: str) -> Iterator[PageRef]:
     paginator = aws.client("s3").get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=get_config().staging_bucket_name, Prefix=run_prefix(district_id, run_id)):
+    for page in paginator.paginate(
+        Bucket=get_config().staging_bucket_name, Prefix=run_prefix(district_id, run_id)
+    ):
         for obj in page.get("Contents", []):
             ref = parse_page_key(obj["Key"])
             if ref is not None:

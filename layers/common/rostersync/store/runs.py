@@ -11,8 +11,6 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from rostersync import aws
-from rostersync.config import get_config
 from rostersync.errors import RunActiveError
 from rostersync.roster.product import Issue
 from rostersync.store import keys
@@ -94,38 +92,23 @@ def start_run(
         "takenAt": iso(moment),
         "expiresAt": int((moment + LOCK_LIFETIME).timestamp()),
     }
-    serialize = _serializer()
+    tbl = table()
     try:
-        aws.client("dynamodb").transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": get_config().roster_table_name,
-                        "Item": serialize(lock),
-                        "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
-                        "ExpressionAttributeValues": serialize({":now": int(moment.timestamp())}),
-                    }
-                },
-                {"Put": {"TableName": get_config().roster_table_name, "Item": serialize(run)}},
-            ]
+        tbl.put_item(
+            Item=lock,
+            ConditionExpression="attribute_not_exists(pk) OR expiresAt < :now",
+            ExpressionAttributeValues={":now": int(moment.timestamp())},
         )
     except ClientError as error:
-        if error.response["Error"]["Code"] != "TransactionCanceledException":
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise
-        active = active_run_id(district_id)
-        raise RunActiveError(active or "unknown") from None
+        raise RunActiveError(active_run_id(district_id) or "unknown") from None
+    try:
+        tbl.put_item(Item=run)
+    except Exception:
+        release_lock(district_id, run_id)
+        raise
     return run
-
-
-def _serializer() -> Any:
-    from boto3.dynamodb.types import TypeSerializer
-
-    serializer = TypeSerializer()
-
-    def serialize(item: dict[str, Any]) -> dict[str, Any]:
-        return {k: serializer.serialize(v) for k, v in item.items()}
-
-    return serialize
 
 
 def active_run_id(district_id: str) -> str | None:
@@ -181,51 +164,60 @@ def finish_run(district_id: str, run_id: str, status: RunStatus, **fields: Any) 
 
 
 def finish_fetch(district_id: str, run_id: str, pages_total: int) -> None:
-    update_run(district_id, run_id, pagesTotal=pages_total, fetchComplete=True)
+    update_run(district_id, run_id, pagesTotal=pages_total, fetchComplete=True, fetchFinishedAt=iso(now_utc()))
 
 
 def mark_page_done(district_id: str, run_id: str, page_key: str) -> bool:
-    """Count a page once, however often it is delivered. False if it was counted before."""
-    serialize = _serializer()
-    name = get_config().roster_table_name
+    """Count a page once, however often it is delivered. False if it was counted before.
+
+    The page's marker says whether its count was added, so a retry after a
+    crash between the two writes adds it again rather than losing it; a
+    count that ends up too high is caught by `claim_apply`'s exact check.
+    """
+    key = {"pk": keys.run_detail_pk(district_id, run_id), "sk": f"PAGE#{page_key}"}
+    tbl = table()
     try:
-        aws.client("dynamodb").transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": name,
-                        "Item": serialize(
-                            {
-                                "pk": keys.run_detail_pk(district_id, run_id),
-                                "sk": f"PAGE#{page_key}",
-                                "expiresAt": int((now_utc() + timedelta(days=30)).timestamp()),
-                            }
-                        ),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                },
-                {
-                    "Update": {
-                        "TableName": name,
-                        "Key": serialize({"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)}),
-                        "UpdateExpression": "ADD pagesDone :one",
-                        "ExpressionAttributeValues": serialize({":one": 1}),
-                    }
-                },
-            ]
+        tbl.put_item(
+            Item={**key, "counted": False, "expiresAt": int((now_utc() + timedelta(days=30)).timestamp())},
+            ConditionExpression="attribute_not_exists(pk)",
         )
     except ClientError as error:
-        if error.response["Error"]["Code"] == "TransactionCanceledException":
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        marker = tbl.get_item(Key=key, ConsistentRead=True).get("Item") or {}
+        if marker.get("counted"):
             return False
-        raise
+    tbl.update_item(
+        Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+        UpdateExpression="ADD pagesDone :one",
+        ExpressionAttributeValues={":one": 1},
+    )
+    tbl.update_item(Key=key, UpdateExpression="SET counted = :t", ExpressionAttributeValues={":t": True})
     return True
+
+
+def _pages_counted(district_id: str, run_id: str) -> int:
+    total = 0
+    kwargs: dict[str, Any] = {
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :page)",
+        "ExpressionAttributeValues": {":pk": keys.run_detail_pk(district_id, run_id), ":page": "PAGE#"},
+        "Select": "COUNT",
+        "ConsistentRead": True,
+    }
+    while True:
+        answer = table().query(**kwargs)
+        total += int(answer["Count"])
+        if "LastEvaluatedKey" not in answer:
+            return total
+        kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
 
 def claim_apply(district_id: str, run_id: str) -> bool:
     """True for exactly one caller, once the fetch is complete and every page is done."""
+    key = {"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)}
     try:
         table().update_item(
-            Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+            Key=key,
             UpdateExpression="SET applyClaimed = :t",
             ConditionExpression="fetchComplete = :t AND pagesDone >= pagesTotal "
             "AND attribute_not_exists(applyClaimed)",
@@ -235,14 +227,19 @@ def claim_apply(district_id: str, run_id: str) -> bool:
         if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
             return False
         raise
+    run = get_run(district_id, run_id) or {}
+    if _pages_counted(district_id, run_id) < int(run.get("pagesTotal", 0)):
+        # The running count was high after a retried page: not every page is in yet.
+        table().update_item(Key=key, UpdateExpression="REMOVE applyClaimed")
+        return False
     return True
 
 
 def _issue_sk(kind: str, issue: Issue) -> str:
-    if kind == "ERR":
-        return f"ERR#{issue.entity}#{issue.sourcedId}"
+    # The reason is part of the key: two different problems with one sourcedId
+    # are both listed, and the list does not depend on which page came last.
     digest = hashlib.sha1(issue.reason.encode(), usedforsecurity=False).hexdigest()[:8]
-    return f"WARN#{issue.entity}#{issue.sourcedId}#{digest}"
+    return f"{kind}#{issue.entity}#{issue.sourcedId}#{digest}"
 
 
 def add_issues(district_id: str, run_id: str, kind: Literal["ERR", "WARN"], issues: Iterable[Issue]) -> None:
@@ -251,7 +248,9 @@ def add_issues(district_id: str, run_id: str, kind: Literal["ERR", "WARN"], issu
     expires = int((now_utc() + timedelta(days=90)).timestamp())
     with table().batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
         for issue in issues:
-            batch.put_item(Item={"pk": pk, "sk": _issue_sk(kind, issue), "expiresAt": expires, **issue.model_dump()})
+            batch.put_item(
+                Item={"pk": pk, "sk": _issue_sk(kind, issue), "expiresAt": expires, **issue.model_dump()}
+            )
 
 
 def issue_counts(district_id: str, run_id: str, kind: Literal["ERR", "WARN"]) -> dict[str, int]:

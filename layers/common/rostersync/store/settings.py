@@ -83,6 +83,8 @@ def save_last_good(
 
 
 def load_last_good(district_id: str) -> DistrictSettings | None:
+    """The settings in force, or None. Stored settings are validated again on
+    load, so a model change that refuses them raises `SettingsRejectedError`."""
     response = _table().get_item(Key=_key(district_id, SETTINGS_SK), ConsistentRead=True)
     item = response.get("Item")
     if item is None:

@@ -13,7 +13,7 @@ from rostersync.errors import BadRequestError
 
 
 def table() -> Any:
-    return aws.resource("dynamodb").Table(get_config().roster_table_name)
+    return aws.table(get_config().roster_table_name)
 
 
 def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
