@@ -1,5 +1,6 @@
 # The one entry point. `make demo` and `make test` set everything up themselves.
 SHELL := /bin/bash
+export SAM_CLI_TELEMETRY := 0
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

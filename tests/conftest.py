@@ -7,7 +7,8 @@
   pytest-xdist worker), on a free loopback port. It runs in a child process:
   `moto.mock_aws` in a unit test resets every moto backend *of its own
   process*, which would wipe a server running in-process, and the child has
-  its own interpreter lock.
+  its own interpreter lock. It is started as soon as collection shows that a
+  test will need it, so its start-up overlaps the first tests.
 - `aws_stack` (session): template.yaml deployed onto that server; sets
   `AWS_ENDPOINT_URL` and the environment of rostersync.config from the stack
   Outputs, and yields the Outputs.

@@ -11,6 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from rostersync import aws
 from rostersync.config import get_config
 from rostersync.pipeline.settings_change import ParameterChangeEvent, handle_parameter_change

@@ -492,13 +492,6 @@ def one_entity(entity: str, pages: list[list[dict[str, Any]]]) -> District:
     return District(pages={e: (pages if e == entity else []) for e in ENTITIES}, options={})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: transform._needs_write skips a copy whose content equals the stored one "
-    "('same content: no write, whatever the run'), so the stored copy keeps the previous run's "
-    "version; an older copy of this run then outranks it (later run wins) when it comes after, "
-    "but not when it comes before the same-content copy: the outcome depends on page order",
-)
 def test_second_run_with_two_versions_of_a_stored_record_does_not_depend_on_page_order(
     stack: dict[str, str],
 ) -> None:
@@ -528,13 +521,6 @@ def test_second_run_with_two_versions_of_a_stored_record_does_not_depend_on_page
     assert names == [["Newest"], ["Newest"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: transform_page queues apply only when mark_page_done answers True, i.e. on "
-    "a page's first counted delivery; if claim_apply or send_apply_message fails after the page "
-    "was counted, every redelivery finds it counted (and applyClaimed set) and returns, so apply "
-    "is never queued and the run stays running with the district's lock for 6 h",
-)
 def test_page_redelivered_after_queueing_apply_failed_queues_apply(stack: dict[str, str]) -> None:
     # Given a run whose fetch is complete and whose one page is transformed, but
     # queueing the apply stage fails (SQS throttles), so the page is delivered again

@@ -20,6 +20,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
+
 from rostersync import aws as aws_clients
 from rostersync.config import Config, get_config
 from rostersync.errors import RostersyncError

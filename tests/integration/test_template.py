@@ -412,11 +412,21 @@ def test_sqs_triggers_are_recorded_but_disabled_on_moto(
 
 
 def test_settings_rule_and_scheduler_role(
-    aws_stack: dict[str, str], aws_clients: Callable[[str], Any]
+    aws_stack: dict[str, str],
+    aws_clients: Callable[[str], Any],
+    load_event: Callable[[str], dict[str, Any]],
 ) -> None:
     events, iam = aws_clients("events"), aws_clients("iam")
     rule = events.describe_rule(Name="rostersync-settings-changed")
     assert json.loads(rule["EventPattern"])["detail"] == {"name": [{"prefix": "/rostersync/districts/"}]}
+    # moto's TestEventPattern is not implemented; its rule matcher is.
+    from moto.events.models import EventPattern
+
+    pattern = EventPattern.load(rule["EventPattern"])
+    sample: Any = load_event("settings_change")
+    assert pattern.matches_event(sample)
+    sample["detail"]["name"] = "/other/app/settings"
+    assert not pattern.matches_event(sample)
     role_name = aws_stack["SchedulerRoleArn"].rsplit("/", 1)[1]
     trust = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
     assert trust["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
@@ -433,3 +443,38 @@ def test_api_routes_and_stage(aws_stack: dict[str, str], aws_clients: Callable[[
     }
     assert routes >= API_ROUTES
     assert "v1" in {stage["stageName"] for stage in apigateway.get_stages(restApiId=api_id)["item"]}
+
+
+# ------------------------------------------------- the shared test fixtures ---
+
+
+def test_clean_stack_empties_what_tests_leave_behind(
+    aws_stack: dict[str, str], aws_clients: Callable[[str], Any], request: pytest.FixtureRequest
+) -> None:
+    dynamodb, s3, sqs, ssm = (aws_clients(name) for name in ("dynamodb", "s3", "sqs", "ssm"))
+    dynamodb.put_item(TableName=aws_stack["RosterTableName"], Item={"pk": {"S": "d#USER"}, "sk": {"S": "u1"}})
+    s3.put_object(Bucket=aws_stack["StagingBucketName"], Key="staging/d/r/users/000001.json", Body=b"{}")
+    sqs.send_message(QueueUrl=aws_stack["RunQueueUrl"], MessageBody="{}")
+    ssm.put_parameter(Name="/rostersync/districts/d/settings", Value="{}", Type="String", Overwrite=True)
+
+    request.getfixturevalue("clean_stack")
+
+    assert dynamodb.scan(TableName=aws_stack["RosterTableName"])["Count"] == 0
+    assert "Contents" not in s3.list_objects_v2(Bucket=aws_stack["StagingBucketName"])
+    assert "Messages" not in sqs.receive_message(QueueUrl=aws_stack["RunQueueUrl"])
+    assert ssm.get_parameters_by_path(Path="/rostersync", Recursive=True)["Parameters"] == []
+
+
+def test_lambda_context_counts_down(lambda_context: Any) -> None:
+    assert 899_000 < lambda_context.get_remaining_time_in_millis() <= 900_000
+    lambda_context.set_remaining_time_in_millis(1_000)
+    assert lambda_context.get_remaining_time_in_millis() <= 1_000
+    assert lambda_context.invoked_function_arn.startswith("arn:aws:lambda:us-east-1:")
+
+
+def test_load_event_reads_the_events_folder(load_event: Callable[[str], dict[str, Any]]) -> None:
+    event = load_event("settings_change")
+    assert event["source"] == "aws.ssm"
+    assert event["detail-type"] == "Parameter Store Change"
+    event["changed"] = True
+    assert "changed" not in load_event("settings_change")  # a fresh copy each call

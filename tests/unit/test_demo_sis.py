@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from rostersync.local.demo_data import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,

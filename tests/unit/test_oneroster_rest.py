@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 import pytest
 import requests
+
 from rostersync.errors import FilterNotSupportedError, SettingsError, SourceError
 from rostersync.sources.base import Connector, SourcePage
 from rostersync.sources.http import HttpClient, RateLimiter, redact_url, retry_after_s

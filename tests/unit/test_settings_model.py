@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from rostersync.errors import BadRequestError, SettingsError
 from rostersync.settings.model import (
     DirectSource,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rostersync.errors import BadRequestError, NotFoundError, RostersyncError, RunActiveError
 from rostersync.pipeline.options import district_today
 from rostersync.pipeline.queues import RunMessage, send_run_message
+from rostersync.roster.roles import PRODUCT_ROLES
 from rostersync.store import roster, runs
 from rostersync.store.settings import load_last_good
 
@@ -180,7 +181,7 @@ def _bool_param(name: str) -> bool:
 def list_classes(district_id: str) -> dict[str, Any]:
     _district(district_id)
     settings = load_last_good(district_id)
-    today = district_today(settings, runs.now_utc()) if settings else datetime.utcnow().date()  # noqa: DTZ003
+    today = district_today(settings, runs.now_utc()) if settings else datetime.utcnow().date()
     include_hidden = _bool_param("includeHidden")
     items, cursor = roster.list_product(
         district_id,
@@ -195,9 +196,6 @@ def list_classes(district_id: str) -> dict[str, Any]:
     return _page(items, cursor)
 
 
-USER_FILTERS = {"role": None, "status": ("active", "inactive")}
-
-
 @app.get("/districts/<district_id>/users")
 def list_users(district_id: str) -> dict[str, Any]:
     _district(district_id)
@@ -207,6 +205,8 @@ def list_users(district_id: str) -> dict[str, Any]:
         filters["email"] = email.strip().lower()
     role = app.current_event.get_query_string_value("role", None)
     if role:
+        if role not in PRODUCT_ROLES:
+            raise BadRequestError(f"role: one of {', '.join(PRODUCT_ROLES)}")
         filters["role"] = role
     status = app.current_event.get_query_string_value("status", None)
     if status:

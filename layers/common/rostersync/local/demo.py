@@ -98,8 +98,8 @@ def write_settings(
         endpoint_url=aws_url,
         region_name="us-east-1",
         aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )  # noqa: S106 - emulator
+        aws_secret_access_key="local",  # noqa: S106 - the emulator's, not a secret
+    )
     ssm.put_parameter(
         Name=f"/rostersync/districts/{district_id}/credentials",
         Type="SecureString",
@@ -146,7 +146,8 @@ def print_summary(summary: dict[str, Any], elapsed: float, version: str, say: Ca
     run = summary["run"]
     say(f"\nrostersync demo: district '{DEMO_DISTRICT}' from the demo SIS (OneRoster {version} REST)")
     say(
-        f"run {run['runId']}: {run['status']} ({run['mode']}) in {elapsed:.1f} s, {run.get('itemWrites', 0)} item writes"
+        f"run {run['runId']}: {run['status']} ({run['mode']}) in {elapsed:.1f} s, "
+        f"{run.get('itemWrites', 0)} item writes"
     )
     say("\ncounts        created updated deleted unchanged rejected")
     for entity in ("schools", "classes", "users", "enrollments"):
@@ -163,7 +164,8 @@ def print_summary(summary: dict[str, Any], elapsed: float, version: str, say: Ca
     say(f"\nclasses: {len(visible)} visible, {len(hidden)} hidden")
     for cls in sorted(visible, key=lambda c: c["name"]):
         say(
-            f"  {cls['name']}  [{cls['schoolId']}] {len(cls['teacherIds'])} teacher(s), {len(cls['studentIds'])} students"
+            f"  {cls['name']}  [{cls['schoolId']}] "
+            f"{len(cls['teacherIds'])} teacher(s), {len(cls['studentIds'])} students"
         )
     for cls in hidden:
         say(f"  hidden until {cls['visibleFrom']}: {cls['name']} (starts {cls['startDate']})")

@@ -51,7 +51,7 @@ class LocalApiServer:
         class RequestHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return  # request lines may carry query values (emails): keep them out of logs
 
             def _handle(self) -> None:

@@ -44,7 +44,7 @@ COUNT_ENTITY = {
 
 
 def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> dict[str, Any] | None:
-    log = {"district_id": district_id, "run_id": run_id}
+    log: dict[str, Any] = {"district_id": district_id, "run_id": run_id}
     run = runs.get_run(district_id, run_id)
     if run is None or run["status"] in runs.FINAL_STATUSES:
         logger.info("apply ignored: run finished or unknown", **log)
@@ -54,7 +54,9 @@ def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> 
         runs.finish_run(district_id, run_id, "failed", message="the district has no valid settings")
         return None
     now = now or runs.now_utc()
-    runs.update_run(district_id, run_id, applyStartedAt=runs.iso(runs.now_utc()))
+    if not runs.begin_apply(district_id, run_id):
+        logger.info("apply ignored: another apply of this run is under way", **log)
+        return None
     try:
         if run.get("mode") == "full":
             _forget_absent_records(district_id, run_id)

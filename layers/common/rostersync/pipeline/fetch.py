@@ -11,7 +11,8 @@ from aws_lambda_powertools import Logger
 from rostersync.errors import FilterNotSupportedError, RunActiveError, SourceError
 from rostersync.pipeline.credentials import load_credentials
 from rostersync.pipeline.options import settings_doc
-from rostersync.pipeline.queues import RunMessage, send_apply_message
+from rostersync.pipeline.queues import RunMessage
+from rostersync.pipeline.transform import queue_apply_when_ready
 from rostersync.roster.product import Issue
 from rostersync.sources.base import ENTITIES, Connector
 from rostersync.sources.factory import build_connector
@@ -69,7 +70,7 @@ def _since(watermark: str | None, mode: str) -> datetime | None:
 def fetch_run(
     district_id: str, run_id: str, run: dict[str, Any], connector_factory: ConnectorFactory
 ) -> None:
-    log = {"district_id": district_id, "run_id": run_id}
+    log: dict[str, Any] = {"district_id": district_id, "run_id": run_id}
     settings = load_last_good(district_id)
     if settings is None:
         runs.finish_run(district_id, run_id, "failed", message="the district has no valid settings")
@@ -117,8 +118,7 @@ def fetch_run(
     put_json(manifest_key(district_id, run_id), {"runId": run_id, "pages": pages, "total": total})
     runs.finish_fetch(district_id, run_id, total)
     logger.info("fetch complete", pages=total, **log)
-    if runs.claim_apply(district_id, run_id):
-        send_apply_message(district_id, run_id)
+    queue_apply_when_ready(district_id, run_id)
 
 
 def _stage_all(connector: Connector, district_id: str, run_id: str, since: datetime | None) -> dict[str, int]:

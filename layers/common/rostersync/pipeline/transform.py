@@ -8,6 +8,7 @@ is counted once. The last page of a run to be counted queues the apply stage.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import orjson
 from aws_lambda_powertools import Logger
@@ -49,14 +50,15 @@ def mirror_doc(record: Record, run_id: str) -> tuple[str, str, str]:
     """(sourcedId, normalized JSON, version); versions compare as `_version_key` says."""
     doc = orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS).decode()
     digest = hashlib.blake2b(doc.encode(), digest_size=12).hexdigest()
-    dlm = record.dateLastModified.isoformat() if record.dateLastModified else ""
-    return record.sourcedId, doc, f"{run_id}|{dlm}|{digest}"
+    dlm = record.dateLastModified.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if record.dateLastModified else ""
+    return record.sourcedId, doc, f"{dlm}|{run_id}|{digest}"
 
 
 def _version_key(version: str) -> tuple[str, str, str]:
-    run_id, dlm, digest = version.split("|")
-    # A later run wins; within a run the later dateLastModified, then the hash (any fixed order).
-    return run_id, dlm, digest
+    dlm, run_id, digest = version.split("|")
+    # The later dateLastModified wins; with equal ones the later run (a source that
+    # changed a record without touching its date), then the hash (any fixed order).
+    return dlm, run_id, digest
 
 
 def _needs_write(new: str, stored: str | None) -> bool:
@@ -69,7 +71,7 @@ def _needs_write(new: str, stored: str | None) -> bool:
 
 def transform_page(ref: PageRef) -> int:
     """Process one staged page; returns how many mirror records it wrote."""
-    log = {"district_id": ref.district_id, "run_id": ref.run_id, "page": ref.name}
+    log: dict[str, Any] = {"district_id": ref.district_id, "run_id": ref.run_id, "page": ref.name}
     run = runs.get_run(ref.district_id, ref.run_id)
     if run is None or run["status"] in runs.FINAL_STATUSES:
         logger.info("page of a finished or unknown run ignored", **log)
@@ -83,8 +85,18 @@ def transform_page(ref: PageRef) -> int:
     if rejected:
         runs.add_issues(ref.district_id, ref.run_id, "ERR", rejected)
     logger.info("page transformed", records=len(docs), written=len(changed), rejected=len(rejected), **log)
-    if runs.mark_page_done(ref.district_id, ref.run_id, ref.name) and runs.claim_apply(
-        ref.district_id, ref.run_id
-    ):
-        send_apply_message(ref.district_id, ref.run_id)
+    runs.mark_page_done(ref.district_id, ref.run_id, ref.name)
+    # Tried on every delivery, not only the first: a redelivered page must be
+    # able to queue the apply stage if queueing it failed the first time.
+    queue_apply_when_ready(ref.district_id, ref.run_id)
     return len(changed)
+
+
+def queue_apply_when_ready(district_id: str, run_id: str) -> None:
+    if not runs.claim_apply(district_id, run_id):
+        return
+    try:
+        send_apply_message(district_id, run_id)
+    except Exception:
+        runs.release_apply_claim(district_id, run_id)
+        raise

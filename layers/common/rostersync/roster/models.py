@@ -42,7 +42,7 @@ class Record(BaseModel):
     @classmethod
     def _sourced_id(cls, value: Any) -> str:
         if not isinstance(value, str | int) or not str(value).strip():
-            raise ValueError("missing sourcedId")
+            raise ValueError("missing")
         text = str(value).strip()
         if len(text) > 255:
             raise ValueError("sourcedId longer than 255 characters")
@@ -274,7 +274,8 @@ def normalize(entity: str, raw: Any) -> Record:
             if key in shaped and not shaped[key]:
                 shaped[key] = ""
     else:
-        missing = [key for key in _REQUIRED_WHEN_ACTIVE.get(entity, ()) if not shaped.get(key)]
+        required = ("sourcedId", *_REQUIRED_WHEN_ACTIVE.get(entity, ()))
+        missing = [key for key in required if shaped.get(key) in (None, "")]
         if missing:
             raise RecordError("; ".join(f"{key}: missing" for key in missing))
     try:

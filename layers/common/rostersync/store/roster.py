@@ -9,6 +9,7 @@ when they changed (a hash for the mirror, the stored form for products).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from functools import reduce
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr
@@ -131,28 +132,19 @@ def list_product(
         "KeyConditionExpression": "pk = :pk",
         "ExpressionAttributeValues": {":pk": keys.product_pk(district_id, PRODUCT_KIND[kind])},
     }
-    condition = None
-    for name, value in (filters or {}).items():
-        clause = Attr(name).eq(value)
-        condition = clause if condition is None else condition & clause
-    if visible_on is not None:
-        clause = Attr("visibleFrom").eq(None) | Attr("visibleFrom").lte(visible_on)
-        condition = clause if condition is None else condition & clause
-    if condition is not None:
-        kwargs["FilterExpression"] = condition
-    if filters and "email" in filters and kind == "users":
+    if kind == "users" and filters and "email" in filters:
+        # Email is unique per district: its index answers at once.
         kwargs = {
             "IndexName": "ByEmail",
             "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk = :email",
             "ExpressionAttributeValues": {":pk": keys.email_gsi_pk(district_id), ":email": filters["email"]},
         }
-        rest = {k: v for k, v in filters.items() if k != "email"}
-        if rest:
-            extra = None
-            for name, value in rest.items():
-                clause = Attr(name).eq(value)
-                extra = clause if extra is None else extra & clause
-            kwargs["FilterExpression"] = extra
+        filters = {k: v for k, v in filters.items() if k != "email"}
+    clauses: list[Any] = [Attr(name).eq(value) for name, value in (filters or {}).items()]
+    if visible_on is not None:
+        clauses.append(Attr("visibleFrom").eq(None) | Attr("visibleFrom").lte(visible_on))
+    if clauses:
+        kwargs["FilterExpression"] = reduce(lambda a, b: a & b, clauses)
     start = decode_cursor(cursor)
     items: list[dict[str, Any]] = []
     tbl = table()

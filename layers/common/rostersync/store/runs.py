@@ -164,7 +164,9 @@ def finish_run(district_id: str, run_id: str, status: RunStatus, **fields: Any) 
 
 
 def finish_fetch(district_id: str, run_id: str, pages_total: int) -> None:
-    update_run(district_id, run_id, pagesTotal=pages_total, fetchComplete=True, fetchFinishedAt=iso(now_utc()))
+    update_run(
+        district_id, run_id, pagesTotal=pages_total, fetchComplete=True, fetchFinishedAt=iso(now_utc())
+    )
 
 
 def mark_page_done(district_id: str, run_id: str, page_key: str) -> bool:
@@ -232,6 +234,34 @@ def claim_apply(district_id: str, run_id: str) -> bool:
         # The running count was high after a retried page: not every page is in yet.
         table().update_item(Key=key, UpdateExpression="REMOVE applyClaimed")
         return False
+    return True
+
+
+def release_apply_claim(district_id: str, run_id: str) -> None:
+    table().update_item(
+        Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+        UpdateExpression="REMOVE applyClaimed",
+    )
+
+
+# An apply running longer than a Lambda invocation can has died: another may take over.
+APPLY_LEASE = timedelta(minutes=16)
+
+
+def begin_apply(district_id: str, run_id: str) -> bool:
+    """One apply at a time per run, even when its message is delivered twice."""
+    now = now_utc()
+    try:
+        table().update_item(
+            Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+            UpdateExpression="SET applyStartedAt = :now",
+            ConditionExpression="attribute_not_exists(applyStartedAt) OR applyStartedAt < :stale",
+            ExpressionAttributeValues={":now": iso(now), ":stale": iso(now - APPLY_LEASE)},
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
     return True
 
 
