@@ -230,6 +230,14 @@ class DemoDistrict:
         self.version += 1
         return record
 
+    def remove(self, entity: str, sourced_id: str) -> dict:
+        """Drop a record outright, as a SIS does that loses last term's data (no tobedeleted)."""
+        record = self.find(entity, sourced_id)
+        self.records(entity).remove(record)
+        self._index.pop(entity, None)
+        self.version += 1
+        return record
+
     def add(self, entity: str, record: dict) -> dict:
         """Append a new record, stamped now (a record the SIS has just created)."""
         try:

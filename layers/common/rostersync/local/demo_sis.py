@@ -165,6 +165,7 @@ class _Fault:
     status: int
     remaining: int
     retry_after: float | None
+    path_contains: str | None = None
 
 
 class FilterError(ValueError):
@@ -499,10 +500,13 @@ class DemoSis:
 
     # -- test controls ---------------------------------------------------
 
-    def fail_next(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
-        """Answer the next `count` OneRoster requests with `status` (token requests are spared)."""
+    def fail_next(
+        self, status: int, count: int = 1, retry_after: float | None = None, path_contains: str | None = None
+    ) -> None:
+        """Answer the next `count` OneRoster requests with `status` (token requests are spared);
+        with `path_contains`, only requests whose path contains it (e.g. "/enrollments")."""
         with self._lock:
-            self._faults.append(_Fault(status, count, retry_after))
+            self._faults.append(_Fault(status, count, retry_after, path_contains))
 
     def expire_tokens(self) -> None:
         """Forget every issued token, as when they expire mid-run."""
@@ -546,15 +550,15 @@ class DemoSis:
             answer["scope"] = form["scope"]
         return Reply(200, answer, {"Cache-Control": "no-store"})
 
-    def _take_fault(self) -> _Fault | None:
+    def _take_fault(self, path: str) -> _Fault | None:
         with self._lock:
-            if not self._faults:
-                return None
-            fault = self._faults[0]
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                self._faults.pop(0)
-            return fault
+            for fault in self._faults:
+                if fault.path_contains is None or fault.path_contains in path:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+            return None
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         scheme, _, token = _header(headers, "Authorization").partition(" ")
@@ -567,7 +571,7 @@ class DemoSis:
     def _oneroster(
         self, method: str, version: str, rest: str, query: dict[str, str], headers: dict[str, str]
     ) -> Reply:
-        fault = self._take_fault()
+        fault = self._take_fault(rest)
         if fault is not None:
             extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
             return _error(fault.status, f"injected failure {fault.status}", headers=extra)

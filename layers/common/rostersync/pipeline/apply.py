@@ -2,7 +2,9 @@
 
 Runs once per run, after every staged page is in the mirror. Deletions follow
 SPEC 5: `tobedeleted` records and, on full runs, records the complete fetch no
-longer contains; users are deactivated (kept), the rest removed.
+longer contains; users are deactivated (kept), the rest removed. Before any
+deletion the safeguard weighs it against `maxDeletePercent`; a dry run stops
+after planning and writes nothing but its run record.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from pydantic import BaseModel
 
-from rostersync.pipeline.options import district_today, roster_options
-from rostersync.roster.compute import ProductState, Snapshot, compute_product
-from rostersync.roster.models import ENTITY_MODELS
+from rostersync.pipeline.changes import ChangePlan, plan_changes
+from rostersync.pipeline.options import district_today, roster_options, settings_doc
+from rostersync.pipeline.transform import needs_write
+from rostersync.roster.compute import Snapshot, compute_product
+from rostersync.roster.models import ENTITY_MODELS, Record
+from rostersync.roster.product import Issue
 from rostersync.sources.base import ENTITIES
 from rostersync.staging.layout import PageRef
 from rostersync.staging.pages import get_json, iter_run_pages
@@ -33,14 +37,9 @@ SNAPSHOT_FIELDS = {
     "enrollments": "enrollments",
 }
 # Rejections of orgs count against schools, of sessions against terms.
-COUNT_ENTITY = {
-    "orgs": "schools",
-    "academicSessions": "terms",
-    "classes": "classes",
-    "users": "users",
-    "enrollments": "enrollments",
-    "run": "run",
-}
+COUNT_ENTITY = {"orgs": "schools", "academicSessions": "terms"}
+# The safeguard weighs deletions of these (SPEC 5: active users or classes).
+GUARDED = ("users", "classes")
 
 
 def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> dict[str, Any] | None:
@@ -58,96 +57,168 @@ def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> 
         logger.info("apply ignored: another apply of this run is under way", **log)
         return None
     try:
-        if run.get("mode") == "full":
-            _forget_absent_records(district_id, run_id)
-        snapshot = load_snapshot(district_id)
-        state = compute_product(snapshot, roster_options(settings), district_today(settings, now))
-        counts, writes = write_product_state(district_id, state)
-        runs.add_issues(district_id, run_id, "ERR", state.errors)
-        runs.add_issues(district_id, run_id, "WARN", state.warnings)
-        for entity, rejected in runs.issue_counts(district_id, run_id, "ERR").items():
-            bucket = counts.setdefault(COUNT_ENTITY.get(entity, entity), {"rejected": 0})
-            bucket["rejected"] = bucket.get("rejected", 0) + rejected
+        return _apply(district_id, run, settings, now, log)
     except Exception:
         logger.exception("apply failed", **log)
         runs.finish_run(
             district_id, run_id, "failed", message="applying the changes failed; nothing was deleted"
         )
         raise
-    runs.finish_run(district_id, run_id, "succeeded", counts=counts, itemWrites=writes)
+
+
+def _apply(
+    district_id: str, run: dict[str, Any], settings: Any, now: datetime, log: dict[str, Any]
+) -> dict[str, Any]:
+    run_id = run["runId"]
+    dry_run = bool(run.get("dryRun"))
+    snapshot, versions = load_snapshot(district_id)
+    if dry_run:
+        _overlay_dry_run(district_id, run_id, snapshot, versions)
+    absent = _absent_records(district_id, run_id, snapshot) if run.get("mode") == "full" else {}
+    options, today = roster_options(settings), district_today(settings, now)
+    state = compute_product(_without(snapshot, absent), options, today)
+    plan = plan_changes(district_id, state)
+
+    safeguard = _safeguard(plan, settings_doc(settings).get("maxDeletePercent", 10))
+    tripped = bool(safeguard["tripped"]) and not run.get("confirmDeletes") and not dry_run
+    if tripped:
+        # Deletes nothing: the records the fetch no longer had are kept as they
+        # were, so no roster shrinks either; every other change is applied.
+        state = compute_product(snapshot, options, today)
+        plan = plan_changes(district_id, state)
+
+    counts = plan.counts()
+    for entity, rejected in _rejections(district_id, run_id, state.errors).items():
+        counts.setdefault(COUNT_ENTITY.get(entity, entity), {})["rejected"] = rejected
+    runs.add_issues(district_id, run_id, "ERR", state.errors)
+    runs.add_issues(district_id, run_id, "WARN", state.warnings)
+
+    if dry_run:
+        preview = plan.samples()
+        runs.finish_run(district_id, run_id, "previewed", counts=counts, preview=preview, itemWrites=0)
+        logger.info("dry run previewed", **log)
+        return counts
+
+    writes = plan.write(district_id, deletions=not tripped)
+    if not tripped:
+        for entity, ids in absent.items():
+            roster.delete_mirror(district_id, entity, ids)
+    source_writes = int(run.get("sourceWrites", 0))
+    fields: dict[str, Any] = {"counts": counts, "itemWrites": writes + source_writes, "productWrites": writes}
+    if safeguard["tripped"]:
+        fields["safeguard"] = safeguard | {"confirmed": not tripped}
+    if tripped:
+        for kind_counts in counts.values():
+            if "deleted" in kind_counts:
+                kind_counts["deleted"] = 0
+        runs.finish_run(district_id, run_id, "halted", message=_halt_message(safeguard), **fields)
+        logger.warning("run halted by the deletion safeguard", **log)
+    else:
+        runs.finish_run(district_id, run_id, "succeeded", **fields)
+        logger.info("run succeeded", item_writes=writes + source_writes, **log)
+    # A halted run applied its other changes: the next incremental run starts from here.
     runs.set_watermark(district_id, run.get("fetchStartedAt") or run["startedAt"], run_id)
-    logger.info("run succeeded", item_writes=writes, **log)
     return counts
 
 
-def _decode(entity: str, docs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+def _without(snapshot: Snapshot, absent: Mapping[str, list[str]]) -> Snapshot:
+    if not absent:
+        return snapshot
+    fields = {}
+    for entity, name in SNAPSHOT_FIELDS.items():
+        records = getattr(snapshot, name)
+        gone = set(absent.get(entity, ()))
+        fields[name] = {sid: rec for sid, rec in records.items() if sid not in gone} if gone else records
+    return Snapshot(**fields)
+
+
+def _rejections(district_id: str, run_id: str, apply_errors: list[Issue]) -> dict[str, int]:
+    """Rejected records per entity: the transform's (stored) and the apply's (just found)."""
+    counts = runs.issue_counts(district_id, run_id, "ERR")
+    for issue in apply_errors:
+        counts[issue.entity] = counts.get(issue.entity, 0) + 1
+    return counts
+
+
+def _halt_message(safeguard: dict[str, Any]) -> str:
+    parts = [
+        f"{entity}: {v['wouldDelete']} of {v['active']} active ({v['percent']}%)"
+        for entity, v in safeguard["entities"].items()
+        if v["tripped"]
+    ]
+    return (
+        f"halted: the run would delete more than {safeguard['maxDeletePercent']}% ("
+        + "; ".join(parts)
+        + '). Other changes were applied; nothing was deleted. Force a sync with {"mode": "full", '
+        '"confirmDeletes": true} to apply the deletions.'
+    )
+
+
+def _safeguard(plan: ChangePlan, max_percent: float) -> dict[str, Any]:
+    entities = {}
+    for kind in GUARDED:
+        kind_plan = plan.kinds[kind]
+        active = kind_plan.active_before
+        would = len(kind_plan.removals)
+        percent = round(100.0 * would / active, 2) if active else 0.0
+        entities[kind] = {
+            "active": active,
+            "wouldDelete": would,
+            "percent": percent,
+            "tripped": percent > max_percent,
+            "sample": sorted(kind_plan.removal_ids())[:10],
+        }
+    return {
+        "maxDeletePercent": max_percent,
+        "tripped": any(v["tripped"] for v in entities.values()),
+        "entities": entities,
+    }
+
+
+def _decode(entity: str, rows: Iterable[tuple[str, str, str]], versions: dict[str, str]) -> dict[str, Any]:
     model = ENTITY_MODELS[entity]
-    return {sid: model.model_validate_json(doc) for sid, doc in docs}
+    records: dict[str, Record] = {}
+    for sourced_id, doc, version in rows:
+        records[sourced_id] = model.model_validate_json(doc)
+        versions[sourced_id] = version
+    return records
 
 
-def load_snapshot(district_id: str) -> Snapshot:
-    return Snapshot(**{SNAPSHOT_FIELDS[e]: _decode(e, roster.iter_mirror(district_id, e)) for e in ENTITIES})
+def load_snapshot(district_id: str) -> tuple[Snapshot, dict[str, dict[str, str]]]:
+    """The district's mirror as models, and each record's stored version."""
+    versions: dict[str, dict[str, str]] = {e: {} for e in ENTITIES}
+    snapshot = Snapshot(
+        **{SNAPSHOT_FIELDS[e]: _decode(e, roster.iter_mirror(district_id, e), versions[e]) for e in ENTITIES}
+    )
+    return snapshot, versions
 
 
-def _forget_absent_records(district_id: str, run_id: str) -> None:
-    """On a full run, a record the complete fetch did not contain is gone from the source."""
+def _overlay_dry_run(
+    district_id: str, run_id: str, snapshot: Snapshot, versions: Mapping[str, dict[str, str]]
+) -> None:
+    """Lay a dry run's records over the mirror, as a real run would have written them."""
+    for entity in ENTITIES:
+        records = getattr(snapshot, SNAPSHOT_FIELDS[entity])
+        model = ENTITY_MODELS[entity]
+        for sourced_id, doc, version in roster.iter_mirror(district_id, entity, dry_run_id=run_id):
+            if needs_write(version, versions[entity].get(sourced_id)):
+                records[sourced_id] = model.model_validate_json(doc)
+
+
+def _absent_records(district_id: str, run_id: str, snapshot: Snapshot) -> dict[str, list[str]]:
+    """On a full run, the records the complete fetch no longer contains."""
     seen: dict[str, set[str]] = {e: set() for e in ENTITIES}
     for ref in iter_run_pages(district_id, run_id):
         seen[ref.entity].update(_page_ids(ref))
+    absent: dict[str, list[str]] = {}
     for entity in ENTITIES:
-        absent = [sid for sid, _ in roster.iter_mirror(district_id, entity) if sid not in seen[entity]]
-        if absent:
-            roster.delete_mirror(district_id, entity, absent)
+        records = getattr(snapshot, SNAPSHOT_FIELDS[entity])
+        missing = sorted(sid for sid in records if sid not in seen[entity])
+        if missing:
+            absent[entity] = missing
+    return absent
 
 
 def _page_ids(ref: PageRef) -> set[str]:
     records = get_json(ref.key).get("records") or []
     return {str(r["sourcedId"]).strip() for r in records if isinstance(r, dict) and r.get("sourcedId")}
-
-
-def _dump(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")
-
-
-def write_product_state(district_id: str, state: ProductState) -> tuple[dict[str, dict[str, int]], int]:
-    counts = runs.empty_counts()
-    writes = 0
-    for kind in ("schools", "classes", "users", "enrollments"):
-        computed: Mapping[str, BaseModel] = getattr(state, kind)
-        kind_counts, kind_writes = _sync_kind(district_id, kind, computed)
-        counts[kind].update(kind_counts)
-        writes += kind_writes
-    return counts, writes
-
-
-def _sync_kind(district_id: str, kind: str, computed: Mapping[str, BaseModel]) -> tuple[dict[str, int], int]:
-    existing = {item["id"]: item for item in roster.iter_product(district_id, kind)}
-    counts = {"created": 0, "updated": 0, "deleted": 0, "unchanged": 0}
-    to_write: list[dict[str, Any]] = []
-    for item_id, model in computed.items():
-        doc = _dump(model)
-        old = existing.pop(item_id, None)
-        if old is None:
-            counts["created"] += 1
-            to_write.append(doc)
-        elif old != doc:
-            counts["updated"] += 1
-            to_write.append(doc)
-        else:
-            counts["unchanged"] += 1
-    to_delete: list[str] = []
-    for item_id, old in existing.items():
-        if kind == "users":
-            # Users are kept, inactive, so their history returns with them.
-            if old.get("status") != "inactive":
-                counts["deleted"] += 1
-                to_write.append({**old, "status": "inactive"})
-            else:
-                counts["unchanged"] += 1
-        else:
-            counts["deleted"] += 1
-            to_delete.append(item_id)
-    writes = roster.write_product(district_id, kind, to_write) + roster.delete_product(
-        district_id, kind, to_delete
-    )
-    return counts, writes

@@ -61,7 +61,7 @@ def _version_key(version: str) -> tuple[str, str, str]:
     return dlm, run_id, digest
 
 
-def _needs_write(new: str, stored: str | None) -> bool:
+def needs_write(new: str, stored: str | None) -> bool:
     if stored is None:
         return True
     if new.rsplit("|", 1)[1] == stored.rsplit("|", 1)[1]:
@@ -79,13 +79,20 @@ def transform_page(ref: PageRef) -> int:
     body = get_json(ref.key)
     records, rejected = normalize_page(ref.entity, body.get("records") or [], ref.name)
     docs = [mirror_doc(r, ref.run_id) for r in records]
+    # A dry run compares with the mirror but writes its records apart from it.
+    dry_run_id = ref.run_id if run.get("dryRun") else None
     stored = roster.mirror_versions(ref.district_id, ref.entity, (d[0] for d in docs))
-    changed = [d for d in docs if _needs_write(d[2], stored.get(d[0]))]
-    roster.write_mirror(ref.district_id, ref.entity, changed)
+    if dry_run_id:
+        stored |= roster.mirror_versions(
+            ref.district_id, ref.entity, (d[0] for d in docs), dry_run_id=dry_run_id
+        )
+    changed = [d for d in docs if needs_write(d[2], stored.get(d[0]))]
+    roster.write_mirror(ref.district_id, ref.entity, changed, dry_run_id=dry_run_id)
     if rejected:
         runs.add_issues(ref.district_id, ref.run_id, "ERR", rejected)
     logger.info("page transformed", records=len(docs), written=len(changed), rejected=len(rejected), **log)
-    runs.mark_page_done(ref.district_id, ref.run_id, ref.name)
+    if runs.mark_page_done(ref.district_id, ref.run_id, ref.name) and changed and not dry_run_id:
+        runs.add_source_writes(ref.district_id, ref.run_id, len(changed))
     # Tried on every delivery, not only the first: a redelivered page must be
     # able to queue the apply stage if queueing it failed the first time.
     queue_apply_when_ready(ref.district_id, ref.run_id)

@@ -10,6 +10,7 @@
 | run's warnings               | `RUN#{d}#{runId}`               | `WARN#{entity}#{id}#{n}` |
 | run's processed pages        | `RUN#{d}#{runId}`               | `PAGE#{key}`       |
 | source mirror record         | `SRC#{d}#{entity}`              | `{sourcedId}`      |
+| a dry run's source records   | `DRYSRC#{d}#{runId}#{entity}`   | `{sourcedId}`      |
 | product school/class/user    | `{d}#SCHOOL` / `#CLASS` / `#USER` | `{id}`           |
 | product enrollment           | `{d}#ENROLLMENT`                | `{sourcedId}`      |
 
@@ -41,6 +42,11 @@ def run_detail_pk(district_id: str, run_id: str) -> str:
 
 def source_pk(district_id: str, entity: str) -> str:
     return f"SRC#{district_id}#{entity}"
+
+
+def dry_run_source_pk(district_id: str, run_id: str, entity: str) -> str:
+    """A dry run's records: kept apart so a preview never changes the mirror."""
+    return f"DRYSRC#{district_id}#{run_id}#{entity}"
 
 
 def product_pk(district_id: str, kind: str) -> str:

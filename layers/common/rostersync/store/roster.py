@@ -8,6 +8,7 @@ when they changed (a hash for the mirror, the stored form for products).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from functools import reduce
 from typing import Any
@@ -27,9 +28,17 @@ _KEY_ATTRS = ("pk", "sk", "gsi1pk", "gsi1sk")
 # ---- source mirror -------------------------------------------------------------
 
 
-def mirror_versions(district_id: str, entity: str, sourced_ids: Iterable[str]) -> dict[str, str]:
+def _mirror_pk(district_id: str, entity: str, dry_run_id: str | None) -> str:
+    if dry_run_id:
+        return keys.dry_run_source_pk(district_id, dry_run_id, entity)
+    return keys.source_pk(district_id, entity)
+
+
+def mirror_versions(
+    district_id: str, entity: str, sourced_ids: Iterable[str], *, dry_run_id: str | None = None
+) -> dict[str, str]:
     """The stored version (see `write_mirror`) of each given record that is in the mirror."""
-    pk = keys.source_pk(district_id, entity)
+    pk = _mirror_pk(district_id, entity, dry_run_id)
     wanted = list(dict.fromkeys(sourced_ids))
     found: dict[str, str] = {}
     name = get_config().roster_table_name
@@ -49,17 +58,22 @@ def mirror_versions(district_id: str, entity: str, sourced_ids: Iterable[str]) -
     return found
 
 
-def write_mirror(district_id: str, entity: str, records: Sequence[tuple[str, str, str]]) -> None:
+def write_mirror(
+    district_id: str, entity: str, records: Sequence[tuple[str, str, str]], *, dry_run_id: str | None = None
+) -> int:
     """records: (sourcedId, normalized JSON, version).
 
     The version (`runId|dateLastModified|hash`) orders two copies of a record:
     the caller writes only copies newer than the stored one, so the mirror ends
     the same whichever order pages arrive in.
     """
-    pk = keys.source_pk(district_id, entity)
+    pk = _mirror_pk(district_id, entity, dry_run_id)
+    # A dry run's records go when the preview has been read.
+    extra = {"expiresAt": int(time.time()) + 86400} if dry_run_id else {}
     with table().batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
         for sourced_id, doc, version in records:
-            batch.put_item(Item={"pk": pk, "sk": sourced_id, "doc": doc, "v": version})
+            batch.put_item(Item={"pk": pk, "sk": sourced_id, "doc": doc, "v": version, **extra})
+    return len(records)
 
 
 def delete_mirror(district_id: str, entity: str, sourced_ids: Iterable[str]) -> None:
@@ -69,15 +83,17 @@ def delete_mirror(district_id: str, entity: str, sourced_ids: Iterable[str]) -> 
             batch.delete_item(Key={"pk": pk, "sk": sourced_id})
 
 
-def iter_mirror(district_id: str, entity: str) -> Iterator[tuple[str, str]]:
-    """(sourcedId, normalized JSON) of every mirrored record of the entity."""
+def iter_mirror(
+    district_id: str, entity: str, *, dry_run_id: str | None = None
+) -> Iterator[tuple[str, str, str]]:
+    """(sourcedId, normalized JSON, version) of every mirrored record of the entity."""
     for item in query_all(
         KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": keys.source_pk(district_id, entity)},
-        ProjectionExpression="sk, #d",
+        ExpressionAttributeValues={":pk": _mirror_pk(district_id, entity, dry_run_id)},
+        ProjectionExpression="sk, #d, v",
         ExpressionAttributeNames={"#d": "doc"},
     ):
-        yield item["sk"], item["doc"]
+        yield item["sk"], item["doc"], item.get("v", "")
 
 
 # ---- product records -----------------------------------------------------------

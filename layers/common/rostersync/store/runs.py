@@ -237,6 +237,14 @@ def claim_apply(district_id: str, run_id: str) -> bool:
     return True
 
 
+def add_source_writes(district_id: str, run_id: str, count: int) -> None:
+    table().update_item(
+        Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+        UpdateExpression="ADD sourceWrites :n",
+        ExpressionAttributeValues={":n": count},
+    )
+
+
 def release_apply_claim(district_id: str, run_id: str) -> None:
     table().update_item(
         Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
