@@ -158,7 +158,7 @@ def test_the_safeguard_halts_and_confirm_deletes_applies(stack, connect, distric
     sis.district.touch("users", "stu-1-00006", givenName="Still Synced")
 
     halted = stack.sync(district_id, {"mode": "full"})
-    assert halted["status"] == "halted"
+    assert halted["status"] == "halted", halted.get("message")
     guard = halted["safeguard"]["entities"]["users"]
     assert guard["tripped"] and guard["wouldDelete"] == len(lost) and guard["active"] == len(active_before)
     assert guard["percent"] > 10 and set(guard["sample"]) <= set(lost)

@@ -147,9 +147,20 @@ def list_runs(district_id: str, *, limit: int, cursor: str | None) -> tuple[list
     return [plain(i) for i in page.get("Items", [])], encode_cursor(page.get("LastEvaluatedKey"))
 
 
+def storable(value: Any) -> Any:
+    """DynamoDB takes no floats: numbers go in as Decimal."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
 def update_run(district_id: str, run_id: str, **fields: Any) -> None:
     names = {f"#{k}": k for k in fields}
-    values = {f":{k}": v for k, v in fields.items()}
+    values = {f":{k}": storable(v) for k, v in fields.items()}
     table().update_item(
         Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
         UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
