@@ -873,17 +873,37 @@ def test_giving_up_names_method_url_status_and_attempts(sis: FakeSis, sleeps: li
 
 
 @pytest.mark.parametrize("status", [403, 404])
-def test_client_errors_fail_at_once_with_an_excerpt(sis: FakeSis, sleeps: list[float], status: int) -> None:
-    sis.script("users", Scripted(status=status, body=b"denied " + b"x" * 1000))
+def test_client_errors_fail_at_once_naming_only_error_codes(
+    sis: FakeSis, sleeps: list[float], status: int
+) -> None:
+    # An error body may echo a student's record: only its code-like fields are kept.
+    body = {
+        "imsx_codeMajor": "failure",
+        "imsx_severity": "error",
+        "imsx_description": "user kid@school.org (Ana Diaz) is not visible to this client",
+    }
+    sis.script("users", Scripted(status=status, body=json.dumps(body).encode()))
 
     with pytest.raises(SourceError) as failure:
         read_all(make_connector(sis, sleeps))
 
     message = str(failure.value)
-    assert message.startswith(f"GET {sis.base_url}/users?limit=10&offset=0 failed: HTTP {status}: denied xxx")
-    assert len(message.split(": ", 2)[2]) <= 200
+    assert message == (
+        f"GET {sis.base_url}/users?limit=10&offset=0 failed: HTTP {status}: "
+        "imsx_codeMajor=failure imsx_severity=error"
+    )
+    assert "kid@school.org" not in message and "Ana" not in message
     assert len(sis.api_requests()) == 1
     assert sleeps == []
+
+
+def test_a_plain_text_error_body_is_not_quoted(sis: FakeSis, sleeps: list[float]) -> None:
+    sis.script("users", Scripted(status=403, body=b"denied for kid@school.org"))
+
+    with pytest.raises(SourceError) as failure:
+        read_all(make_connector(sis, sleeps))
+
+    assert str(failure.value) == f"GET {sis.base_url}/users?limit=10&offset=0 failed: HTTP 403"
 
 
 def test_invalid_json_names_the_url_and_not_the_records(sis: FakeSis, sleeps: list[float]) -> None:

@@ -12,6 +12,7 @@ record that a district's IT administrator reads.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -216,10 +217,40 @@ def retry_after_s(response: requests.Response, *, cap_s: float = RETRY_AFTER_CAP
     return min(max(seconds, 0.0), cap_s)
 
 
+_ERROR_CODE_KEYS = ("imsx_codeMajor", "imsx_severity", "imsx_CodeMinor", "codeMajor", "codeMinor", "error")
+_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
 def body_excerpt(response: requests.Response, limit: int = BODY_EXCERPT_CHARS) -> str:
-    """The start of an error body on one line: enough to tell why, short enough to log."""
-    text = " ".join(response.text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """The machine-readable error codes of an error body, and nothing else.
+
+    An error body may echo the record it refused, names and emails included;
+    only short code-like values (OneRoster's imsx codes, OAuth's `error`) are
+    kept, so the message can go into logs and the run record.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    codes: list[str] = []
+
+    def collect(node: Any, depth: int = 0) -> None:
+        if depth > 4 or len(codes) >= 4:
+            return
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _ERROR_CODE_KEYS and isinstance(value, str) and _ERROR_CODE.match(value):
+                    codes.append(f"{key}={value}")
+                elif (
+                    isinstance(value, dict | list) or key == "imsx_CodeMinor" or key == "imsx_codeMinorField"
+                ):
+                    collect(value, depth + 1)
+        elif isinstance(node, list):
+            for item in node[:4]:
+                collect(item, depth + 1)
+
+    collect(body)
+    return " ".join(codes)[:limit]
 
 
 def display_url(method: str, url: str, params: Mapping[str, Any] | None = None) -> str:
