@@ -18,13 +18,13 @@ from rostersync.errors import BadRequestError, NotFoundError, RostersyncError, R
 from rostersync.pipeline.options import district_today
 from rostersync.pipeline.queues import RunMessage, send_run_message
 from rostersync.roster.roles import PRODUCT_ROLES
+from rostersync.settings.model import MAX_DISTRICT_ID_LENGTH, is_valid_district_id
 from rostersync.store import roster, runs
 from rostersync.store.settings import load_last_good
 
 logger = Logger(service="rostersync", child=True)
 app = APIGatewayRestResolver()
 
-_DISTRICT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _RUN_ID = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{6}$")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -65,14 +65,23 @@ def _invalid(error: ValidationError) -> Response:
     return _error(400, "bad_request", problems)
 
 
+@app.exception_handler(Exception)
+def _unexpected(error: Exception) -> Response:
+    # Logged with its type only: an exception's text may carry record data.
+    logger.error("unexpected error", error_type=type(error).__name__)
+    return _error(500, "internal_error", "internal error; the request can be retried")
+
+
 @app.not_found
 def _no_route(error: RouteNotFound) -> Response:
     return _error(404, "not_found", "no such route")
 
 
 def _district(district_id: str) -> str:
-    if not _DISTRICT_ID.match(district_id):
-        raise BadRequestError("districtId: letters, digits, '-' and '_' only, at most 64")
+    if not is_valid_district_id(district_id):
+        raise BadRequestError(
+            f"districtId: letters, digits, '-' and '_' only, at most {MAX_DISTRICT_ID_LENGTH} characters"
+        )
     return district_id
 
 
@@ -115,17 +124,21 @@ def force_sync(district_id: str) -> Response:
         confirm_deletes=request.confirmDeletes,
         dry_run=request.dryRun,
     )
-    send_run_message(
-        RunMessage(
-            type="start",
-            districtId=district_id,
-            runId=run["runId"],
-            trigger="api",
-            mode=request.mode,
-            confirmDeletes=request.confirmDeletes,
-            dryRun=request.dryRun,
-        )
+    message = RunMessage(
+        type="start",
+        districtId=district_id,
+        runId=run["runId"],
+        trigger="api",
+        mode=request.mode,
+        confirmDeletes=request.confirmDeletes,
+        dryRun=request.dryRun,
     )
+    try:
+        send_run_message(message)
+    except Exception:
+        # A run that can never start must not hold the district's lock.
+        runs.finish_run(district_id, run["runId"], "failed", message="the run could not be queued")
+        raise
     logger.info("force sync queued", district_id=district_id, run_id=run["runId"])
     return Response(
         status_code=202,
@@ -159,9 +172,33 @@ def get_run(district_id: str, run_id: str) -> dict[str, Any]:
     if item is None:
         raise NotFoundError(f"no run {run_id} for district {district_id}")
     view = _run_view(item)
-    view["errors"] = runs.list_issues(district_id, run_id, "ERR")
-    view["warnings"] = runs.list_issues(district_id, run_id, "WARN")
+    kinds: tuple[tuple[Literal["ERR", "WARN"], str], ...] = (("ERR", "errors"), ("WARN", "warnings"))
+    for kind, name in kinds:
+        issues, cursor = runs.page_issues(
+            district_id, run_id, kind, limit=runs.MAX_LISTED_ISSUES, cursor=None
+        )
+        view[name] = issues
+        # Past the first thousand, the rest page at /runs/{runId}/errors (or /warnings).
+        view[f"{name}Truncated"] = cursor is not None
     return view
+
+
+def _issues_page(district_id: str, run_id: str, kind: Literal["ERR", "WARN"]) -> dict[str, Any]:
+    _district(district_id)
+    if not _RUN_ID.match(run_id) or runs.get_run(district_id, run_id) is None:
+        raise NotFoundError(f"no run {run_id[:40]!r} for district {district_id}")
+    items, cursor = runs.page_issues(district_id, run_id, kind, limit=_limit(), cursor=_cursor())
+    return _page(items, cursor)
+
+
+@app.get("/districts/<district_id>/runs/<run_id>/errors")
+def list_run_errors(district_id: str, run_id: str) -> dict[str, Any]:
+    return _issues_page(district_id, run_id, "ERR")
+
+
+@app.get("/districts/<district_id>/runs/<run_id>/warnings")
+def list_run_warnings(district_id: str, run_id: str) -> dict[str, Any]:
+    return _issues_page(district_id, run_id, "WARN")
 
 
 @app.get("/districts/<district_id>/schools")

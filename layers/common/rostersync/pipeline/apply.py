@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from pydantic import ValidationError
 
 from rostersync.pipeline.changes import ChangePlan, plan_changes
 from rostersync.pipeline.options import district_today, roster_options, settings_doc
@@ -179,7 +180,11 @@ def _decode(entity: str, rows: Iterable[tuple[str, str, str]], versions: dict[st
     model = ENTITY_MODELS[entity]
     records: dict[str, Record] = {}
     for sourced_id, doc, version in rows:
-        records[sourced_id] = model.model_validate_json(doc)
+        try:
+            records[sourced_id] = model.model_validate_json(doc)
+        except ValidationError:
+            # pydantic's message quotes the stored values: name the record only.
+            raise RuntimeError(f"stored {entity} record {sourced_id} cannot be read") from None
         versions[sourced_id] = version
     return records
 

@@ -89,13 +89,22 @@ def plan_kind(district_id: str, kind: str, computed: dict[str, Any]) -> KindPlan
             plan.updates.append(doc)
         else:
             plan.unchanged += 1
+    # One product user per email: a user kept inactive gives up an email that
+    # now belongs to another (a new sourcedId, or the winner of a duplicate).
+    taken = {doc.email for doc in computed.values()} if kind == "users" else set()
     for item_id in sorted(existing):
         old = existing[item_id]
         if kind != "users":
             plan.removals.append(item_id)
-        elif old.get("status") != "inactive":
+            continue
+        kept = {**old, "status": "inactive"}
+        if old.get("email") in taken:
+            kept["email"] = ""
+        if old.get("status") != "inactive":
             # Kept, inactive, so the user's history returns with them.
-            plan.removals.append({**old, "status": "inactive"})
+            plan.removals.append(kept)
+        elif kept != old:
+            plan.updates.append(kept)
         else:
             plan.unchanged += 1
     return plan

@@ -60,7 +60,9 @@ class UsernameIssue:
 
 def sourced_id_order(sourced_id: str) -> tuple[int, str]:
     """'Lowest sourcedId' compares numerically where ids are numbers, else as text."""
-    return (0, f"{int(sourced_id):030d}") if sourced_id.isdigit() else (1, sourced_id)
+    if sourced_id.isascii() and sourced_id.isdigit():
+        return (0, sourced_id.lstrip("0").rjust(40, "0"))
+    return (1, sourced_id)
 
 
 def resolve_usernames(
@@ -95,15 +97,15 @@ def resolve_usernames(
         name = wanted[user.sourced_id]
         key = name.lower()
         holder = taken.get(key)
-        if holder is None and email_owner.get(key, user.sourced_id) != user.sourced_id:
-            holder = email_owner[key]
+        owner = email_owner.get(key, user.sourced_id)
         if holder is not None:
-            issues.append(
-                UsernameIssue(
-                    user.sourced_id,
-                    f"username conflict with sourcedId {holder}: the email is the username",
-                )
-            )
+            reason = f"username conflict with sourcedId {holder}: the email is the username"
+        elif owner != user.sourced_id:
+            reason = f"username is the email of sourcedId {owner}: the email is the username"
+        else:
+            reason = ""
+        if reason:
+            issues.append(UsernameIssue(user.sourced_id, reason))
             name = user.email
         taken[name.lower()] = user.sourced_id
         result[user.sourced_id] = name

@@ -86,7 +86,13 @@ def _check_sync_time(value: str) -> str:
 
 @cache
 def _time_zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+    # tzdata also ships files that are not zones a schedule can run in
+    # (EventBridge Scheduler refuses them): leave those out.
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name not in {"Factory", "localtime", "posixrules"} and not name.startswith(("posix/", "right/"))
+    )
 
 
 @cache

@@ -117,7 +117,7 @@ def write_product(district_id: str, kind: str, items: Iterable[dict[str, Any]]) 
     with table().batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
         for item in items:
             stored = {"pk": pk, "sk": item["id"], **item}
-            if kind == "users":
+            if kind == "users" and item.get("email"):
                 stored |= {"gsi1pk": keys.email_gsi_pk(district_id), "gsi1sk": item["email"]}
             batch.put_item(Item=stored)
             written += 1
@@ -161,7 +161,7 @@ def list_product(
         clauses.append(Attr("visibleFrom").eq(None) | Attr("visibleFrom").lte(visible_on))
     if clauses:
         kwargs["FilterExpression"] = reduce(lambda a, b: a & b, clauses)
-    start = decode_cursor(cursor)
+    start = decode_cursor(cursor, pk=kwargs["ExpressionAttributeValues"][":pk"])
     items: list[dict[str, Any]] = []
     tbl = table()
     while True:

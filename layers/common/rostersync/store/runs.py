@@ -93,6 +93,7 @@ def start_run(
         "expiresAt": int((moment + LOCK_LIFETIME).timestamp()),
     }
     tbl = table()
+    previous = tbl.get_item(Key={"pk": pk, "sk": keys.LOCK_SK}, ConsistentRead=True).get("Item")
     try:
         tbl.put_item(
             Item=lock,
@@ -108,7 +109,22 @@ def start_run(
     except Exception:
         release_lock(district_id, run_id)
         raise
+    if previous and previous.get("runId") != run_id:
+        _fail_stalled_run(district_id, str(previous["runId"]))
     return run
+
+
+def _fail_stalled_run(district_id: str, run_id: str) -> None:
+    """The run whose expired lock was just taken over died unfinished: say so on its record."""
+    stalled = get_run(district_id, run_id)
+    if stalled and stalled.get("status") not in FINAL_STATUSES:
+        update_run(
+            district_id,
+            run_id,
+            status="failed",
+            finishedAt=iso(now_utc()),
+            message=f"stalled: unfinished after {LOCK_LIFETIME.total_seconds() / 3600:g} hours; a new run took over",
+        )
 
 
 def active_run_id(district_id: str) -> str | None:
@@ -140,7 +156,7 @@ def list_runs(district_id: str, *, limit: int, cursor: str | None) -> tuple[list
         "ScanIndexForward": False,
         "Limit": limit,
     }
-    start = decode_cursor(cursor)
+    start = decode_cursor(cursor, pk=keys.district_pk(district_id))
     if start:
         kwargs["ExclusiveStartKey"] = start
     page = table().query(**kwargs)
@@ -313,15 +329,40 @@ def issue_counts(district_id: str, run_id: str, kind: Literal["ERR", "WARN"]) ->
     return counts
 
 
-def list_issues(district_id: str, run_id: str, kind: Literal["ERR", "WARN"]) -> list[dict[str, str]]:
-    issues = []
-    for item in query_all(
-        KeyConditionExpression="pk = :pk AND begins_with(sk, :kind)",
-        ExpressionAttributeValues={":pk": keys.run_detail_pk(district_id, run_id), ":kind": f"{kind}#"},
-    ):
-        issues.append({"entity": item["entity"], "sourcedId": item["sourcedId"], "reason": item["reason"]})
-        if len(issues) >= MAX_LISTED_ISSUES:
+def page_issues(
+    district_id: str, run_id: str, kind: Literal["ERR", "WARN"], *, limit: int, cursor: str | None
+) -> tuple[list[dict[str, str]], str | None]:
+    """One page of a run's rejected records (ERR) or warnings, in key order."""
+    pk = keys.run_detail_pk(district_id, run_id)
+    kwargs: dict[str, Any] = {
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :kind)",
+        "ExpressionAttributeValues": {":pk": pk, ":kind": f"{kind}#"},
+        "Limit": limit,
+    }
+    start = decode_cursor(cursor, pk=pk)
+    if start:
+        kwargs["ExclusiveStartKey"] = start
+    issues: list[dict[str, str]] = []
+    while len(issues) < limit:
+        kwargs["Limit"] = limit - len(issues)
+        page = table().query(**kwargs)
+        issues.extend(
+            {"entity": i["entity"], "sourcedId": i["sourcedId"], "reason": i["reason"]}
+            for i in page.get("Items", [])
+        )
+        start = page.get("LastEvaluatedKey")
+        if not start:
             break
+        kwargs["ExclusiveStartKey"] = start
+    return issues, encode_cursor(start)
+
+
+def list_issues(district_id: str, run_id: str, kind: Literal["ERR", "WARN"]) -> list[dict[str, str]]:
+    """Every issue of the kind (tests and tools; the API pages them)."""
+    issues, cursor = page_issues(district_id, run_id, kind, limit=MAX_LISTED_ISSUES, cursor=None)
+    while cursor:
+        more, cursor = page_issues(district_id, run_id, kind, limit=MAX_LISTED_ISSUES, cursor=cursor)
+        issues.extend(more)
     return issues
 
 

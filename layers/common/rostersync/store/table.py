@@ -22,15 +22,22 @@ def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(orjson.dumps(last_key)).decode()
 
 
-def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+def decode_cursor(cursor: str | None, *, pk: str | None = None) -> dict[str, Any] | None:
+    """A cursor this API gave out, for the same list (`pk`) it was given for."""
     if not cursor:
         return None
+    refused = BadRequestError("cursor: not a cursor this API gave out for this list")
     try:
         value = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, orjson.JSONDecodeError):
-        raise BadRequestError("cursor: not a cursor this API gave out") from None
-    if not isinstance(value, dict) or set(value) - {"pk", "sk", "gsi1pk", "gsi1sk"}:
-        raise BadRequestError("cursor: not a cursor this API gave out")
+        raise refused from None
+    if (
+        not isinstance(value, dict)
+        or set(value) - {"pk", "sk", "gsi1pk", "gsi1sk"}
+        or not all(isinstance(v, str) for v in value.values())
+        or (pk is not None and value.get("pk") != pk)
+    ):
+        raise refused
     return value
 
 
