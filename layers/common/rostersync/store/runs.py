@@ -123,7 +123,8 @@ def _fail_stalled_run(district_id: str, run_id: str) -> None:
             run_id,
             status="failed",
             finishedAt=iso(now_utc()),
-            message=f"stalled: unfinished after {LOCK_LIFETIME.total_seconds() / 3600:g} hours; a new run took over",
+            message=f"stalled: unfinished after {LOCK_LIFETIME.total_seconds() / 3600:g} hours; "
+            "a new run took over",
         )
 
 
