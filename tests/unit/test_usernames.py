@@ -297,6 +297,10 @@ def test_no_users_no_usernames() -> None:
     assert resolve_usernames([], use_source=True, rules=[]) == ({}, [])
 
 
+def email_of(owner: str) -> str:
+    return f"username is the email of sourcedId {owner}: the email is the username"
+
+
 @pytest.mark.parametrize(
     ("users", "expected", "issues"),
     [
@@ -304,17 +308,17 @@ def test_no_users_no_usernames() -> None:
         (
             [cand("1", "a@x.org", "b@x.org"), cand("2", "b@x.org", "B@X.org")],
             {"1": "a@x.org", "2": "B@X.org"},
-            [UsernameIssue("1", conflict("2"))],
+            [UsernameIssue("1", email_of("2"))],
         ),
         (
             [cand("1", "a@x.org", "b@x.org"), cand("2", "b@x.org", "")],
             {"1": "a@x.org", "2": "b@x.org"},
-            [UsernameIssue("2", EMPTY_WARNING), UsernameIssue("1", conflict("2"))],
+            [UsernameIssue("2", EMPTY_WARNING), UsernameIssue("1", email_of("2"))],
         ),
         (
             [cand("1", "a@x.org", "B@X.ORG"), cand("2", "b@x.org", "bee")],
             {"1": "a@x.org", "2": "bee"},
-            [UsernameIssue("1", conflict("2"))],
+            [UsernameIssue("1", email_of("2"))],
         ),
     ],
     ids=["collision-fallback", "empty-fallback", "other-users-email"],

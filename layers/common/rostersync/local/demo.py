@@ -139,6 +139,13 @@ def run_demo(
     print_summary(summary, elapsed, version, say)
     if run["status"] != "succeeded":
         raise DemoError(f"run ended {run['status']}: {run.get('message', '')}")
+    # The same district again: nothing changed in the SIS, so nothing is written.
+    again = client.wait_run(DEMO_DISTRICT, client.force_sync(DEMO_DISTRICT))
+    say(
+        f"\nre-sync ({again['mode']}, nothing changed in the SIS): {again['status']}, "
+        f"{again.get('itemWrites', 0)} item writes"
+    )
+    summary["resync"] = again
     return summary
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -83,6 +84,7 @@ class QueuePoller(threading.Thread):
             "QueueArn"
         ]
         while not self.stop_event.is_set():
+            asked = time.monotonic()
             try:
                 answer = sqs.receive_message(
                     QueueUrl=self.queue_url,
@@ -96,6 +98,10 @@ class QueuePoller(threading.Thread):
                     return
                 continue
             messages = answer.get("Messages", [])
+            if not messages and time.monotonic() - asked < 0.2:
+                # moto ends a long poll at once while messages are in flight
+                # (invisible): wait here rather than spin against the emulator.
+                self.stop_event.wait(0.2)
             if messages:
                 self.busy = True
                 try:
@@ -140,7 +146,7 @@ def parameter_change_event(name: str, operation: str, parameter_type: str = "Str
 class SettingsWatcher(threading.Thread):
     """Turns parameter versions under the prefix into Parameter Store Change events."""
 
-    def __init__(self, prefix: str, handler: Handler, stop: threading.Event, interval_s: float = 0.5) -> None:
+    def __init__(self, prefix: str, handler: Handler, stop: threading.Event, interval_s: float = 1.0) -> None:
         super().__init__(name="settings-watcher", daemon=True)
         self.prefix = prefix
         self.handler = handler
