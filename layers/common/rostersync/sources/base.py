@@ -9,7 +9,7 @@ shares them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -25,6 +25,15 @@ class SourcePage:
     number: int  # 0-based, per entity
     records: list[dict]
     total: int | None = None  # total records of the entity, when the source says
+    # Rows the connector could not even read as a record (a CSV line with the
+    # wrong number of fields): {"entity", "sourcedId", "reason"} each; the
+    # transform lists them with the run's rejected records.
+    rejected: list[dict] = field(default_factory=list)
+
+
+# A raw record may carry where it came from ("users.csv line 17"); rejection
+# reasons then start with it. Normalization ignores the key.
+SOURCE_LOCATION_KEY = "_source"
 
 
 class Connector(Protocol):
@@ -38,3 +47,16 @@ class Connector(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class BundleSource(Protocol):
+    """A source that delivers whole bundles (CSV): it says what kind of run the
+    bundle makes, and which entities it holds completely."""
+
+    def run_mode(self) -> Literal["full", "incremental"]:
+        """`full` for a bulk bundle, `incremental` for a delta one."""
+        ...
+
+    def complete_entities(self) -> frozenset[Entity]:
+        """Entities given in bulk: only these may lose records by absence."""
+        ...
