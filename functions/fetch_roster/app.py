@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.data_classes import SQSEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from rostersync.pipeline.fetch import handle_run_message
-from rostersync.pipeline.queues import RunMessage
+from rostersync.pipeline.queues import run_messages
 
 logger = Logger()
 tracer = Tracer()
@@ -21,7 +21,7 @@ tracer = Tracer()
 def lambda_handler(event: SQSEvent, context: LambdaContext) -> dict[str, Any]:
     started = []
     for record in event.records:
-        message = RunMessage.model_validate_json(record.body)
-        logger.append_keys(district_id=message.districtId)
-        started.append(handle_run_message(message))
+        for message in run_messages(record.body):
+            logger.append_keys(district_id=message.districtId)
+            started.append(handle_run_message(message))
     return {"runIds": started}

@@ -312,14 +312,28 @@ def _staging_queue_arn(aws_stack: dict[str, str], sqs: Any) -> str:
 def test_bucket_notifies_staging_queue(aws_stack: dict[str, str], aws_clients: Callable[[str], Any]) -> None:
     s3, sqs = aws_clients("s3"), aws_clients("sqs")
     configuration = s3.get_bucket_notification_configuration(Bucket=aws_stack["StagingBucketName"])
-    (queue_config,) = configuration["QueueConfigurations"]
-    assert queue_config["QueueArn"] == _staging_queue_arn(aws_stack, sqs)
+    staging_arn = _staging_queue_arn(aws_stack, sqs)
+    (queue_config,) = [c for c in configuration["QueueConfigurations"] if c["QueueArn"] == staging_arn]
     assert queue_config["Events"] == ["s3:ObjectCreated:*"]
     rules = {r["Name"].lower(): r["Value"] for r in queue_config["Filter"]["Key"]["FilterRules"]}
     assert rules == {"prefix": "staging/", "suffix": ".json"}
     # S3 may send to the queue only from this bucket.
     policy = sqs.get_queue_attributes(QueueUrl=aws_stack["StagingQueueUrl"], AttributeNames=["Policy"])
     assert f"arn:aws:s3:::{aws_stack['StagingBucketName']}" in policy["Attributes"]["Policy"]
+
+
+def test_an_inbox_upload_starts_a_run(clean_stack: dict[str, str], aws_clients: Callable[[str], Any]) -> None:
+    s3, sqs = aws_clients("s3"), aws_clients("sqs")
+    s3.put_object(Bucket=clean_stack["StagingBucketName"], Key="inbox/lincoln/bundle 1.zip", Body=b"PK")
+    bodies = [b for b in _drain(sqs, clean_stack["RunQueueUrl"]) if "Records" in b]
+    (record,) = [r for b in bodies for r in b["Records"]]
+    assert record["s3"]["object"]["key"] in ("inbox/lincoln/bundle+1.zip", "inbox%2Flincoln%2Fbundle+1.zip")
+
+    from rostersync.pipeline.queues import run_messages
+
+    (message,) = run_messages(json.dumps(bodies[0]))
+    assert (message.districtId, message.trigger) == ("lincoln", "inbox")
+    assert message.checkpoint == {"bundleKey": "inbox/lincoln/bundle 1.zip"}
 
 
 def _drain(sqs: Any, queue_url: str, settle_s: float = 0.5) -> list[dict[str, Any]]:

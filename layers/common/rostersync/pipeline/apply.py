@@ -75,7 +75,8 @@ def _apply(
     snapshot, versions = load_snapshot(district_id)
     if dry_run:
         _overlay_dry_run(district_id, run_id, snapshot, versions)
-    absent = _absent_records(district_id, run_id, snapshot) if run.get("mode") == "full" else {}
+    complete = run.get("completeEntities", ENTITIES if run.get("mode") == "full" else [])
+    absent = _absent_records(district_id, run_id, snapshot, complete) if complete else {}
     options, today = roster_options(settings), district_today(settings, now)
     state = compute_product(_without(snapshot, absent), options, today)
     plan = plan_changes(district_id, state)
@@ -210,13 +211,15 @@ def _overlay_dry_run(
                 records[sourced_id] = model.model_validate_json(doc)
 
 
-def _absent_records(district_id: str, run_id: str, snapshot: Snapshot) -> dict[str, list[str]]:
-    """On a full run, the records the complete fetch no longer contains."""
+def _absent_records(
+    district_id: str, run_id: str, snapshot: Snapshot, complete: Iterable[str]
+) -> dict[str, list[str]]:
+    """The records a complete read of an entity no longer contains (full runs, bulk files)."""
     seen: dict[str, set[str]] = {e: set() for e in ENTITIES}
     for ref in iter_run_pages(district_id, run_id):
         seen[ref.entity].update(_page_ids(ref))
     absent: dict[str, list[str]] = {}
-    for entity in ENTITIES:
+    for entity in complete:
         records = getattr(snapshot, SNAPSHOT_FIELDS[entity])
         missing = sorted(sid for sid in records if sid not in seen[entity])
         if missing:

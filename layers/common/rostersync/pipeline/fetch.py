@@ -14,8 +14,8 @@ from rostersync.pipeline.options import settings_doc
 from rostersync.pipeline.queues import RunMessage
 from rostersync.pipeline.transform import queue_apply_when_ready
 from rostersync.roster.product import Issue
-from rostersync.sources.base import ENTITIES, Connector
-from rostersync.sources.factory import build_connector
+from rostersync.sources.base import ENTITIES, BundleSource, Connector
+from rostersync.sources.factory import NoNewBundleError, build_connector
 from rostersync.staging.layout import manifest_key, page_key
 from rostersync.staging.pages import put_json
 from rostersync.store import runs
@@ -27,7 +27,7 @@ logger = Logger(service="rostersync", child=True)
 # while the last run was reading is not missed (SPEC 3).
 WATERMARK_OVERLAP = timedelta(minutes=5)
 
-ConnectorFactory = Callable[[dict[str, Any], dict[str, Any]], Connector]
+ConnectorFactory = Callable[..., Connector]
 
 
 def handle_run_message(
@@ -57,7 +57,7 @@ def handle_run_message(
             "run message ignored", district_id=district_id, run_id=run_id, status=run and run["status"]
         )
         return None
-    fetch_run(district_id, run_id, run, connector_factory)
+    fetch_run(district_id, run_id, run, message, connector_factory)
     return run_id
 
 
@@ -68,7 +68,11 @@ def _since(watermark: str | None, mode: str) -> datetime | None:
 
 
 def fetch_run(
-    district_id: str, run_id: str, run: dict[str, Any], connector_factory: ConnectorFactory
+    district_id: str,
+    run_id: str,
+    run: dict[str, Any],
+    message: RunMessage,
+    connector_factory: ConnectorFactory = build_connector,
 ) -> None:
     log: dict[str, Any] = {"district_id": district_id, "run_id": run_id}
     settings = load_last_good(district_id)
@@ -76,7 +80,8 @@ def fetch_run(
         runs.finish_run(district_id, run_id, "failed", message="the district has no valid settings")
         return
     doc = settings_doc(settings)
-    watermark = runs.get_district(district_id).get("watermark")
+    district = runs.get_district(district_id)
+    watermark = district.get("watermark")
     mode = run.get("mode") or doc.get("syncMode", "incremental")
     if not watermark:
         mode = "full"  # the first run of a district is always full
@@ -89,12 +94,24 @@ def fetch_run(
         credentials = (
             load_credentials(source["credentialsParameter"]) if source.get("credentialsParameter") else {}
         )
-        connector = connector_factory(source, credentials)
+        connector = connector_factory(
+            source,
+            credentials,
+            district_id=district_id,
+            message=message,
+            processed_bundles=frozenset(district.get("processedBundles") or ()),
+        )
+        bundle = _bundle_facts(connector)
+        if bundle is not None:
+            # A bundle says for itself what it is: a bulk bundle is a full picture.
+            mode = bundle[0]
+            runs.update_run(district_id, run_id, mode=mode)
         try:
             pages = _stage_all(connector, district_id, run_id, _since(watermark, mode))
         except FilterNotSupportedError as error:
             logger.warning("source refused the incremental filter: running full", **log)
-            runs.update_run(district_id, run_id, mode="full")
+            mode = "full"
+            runs.update_run(district_id, run_id, mode=mode)
             reason = f"the source refused the dateLastModified filter, so this run read everything ({error})"
             runs.add_issues(
                 district_id, run_id, "WARN", [Issue(entity="run", sourcedId=run_id, reason=reason)]
@@ -102,6 +119,9 @@ def fetch_run(
             pages = _stage_all(connector, district_id, run_id, None)
         finally:
             connector.close()
+    except NoNewBundleError as error:
+        runs.finish_run(district_id, run_id, "succeeded", message=f"nothing to do: {error}")
+        return
     except SourceError as error:
         logger.warning("fetch failed", reason=str(error), **log)
         runs.finish_run(district_id, run_id, "failed", message=f"fetch failed: {error}")
@@ -109,16 +129,32 @@ def fetch_run(
     except Exception as error:
         # Anything else is our fault, not the source's: the run still ends, and says so.
         logger.exception("fetch crashed", **log)
-        runs.finish_run(
-            district_id, run_id, "failed", message=f"fetch failed: internal error ({type(error).__name__})"
-        )
+        message_text = f"fetch failed: internal error ({type(error).__name__})"
+        runs.finish_run(district_id, run_id, "failed", message=message_text)
         return
 
+    # Only entities read completely may lose records by absence (a bulk file,
+    # or any entity of a full REST run).
+    complete = sorted(bundle[1]) if bundle is not None else (list(ENTITIES) if mode == "full" else [])
     total = sum(pages.values())
-    put_json(manifest_key(district_id, run_id), {"runId": run_id, "pages": pages, "total": total})
+    put_json(
+        manifest_key(district_id, run_id),
+        {"runId": run_id, "pages": pages, "total": total, "completeEntities": complete},
+    )
+    runs.update_run(district_id, run_id, completeEntities=complete)
+    bundle_name = getattr(connector, "name", None)
+    if bundle is not None and bundle_name:
+        runs.mark_bundle_processed(district_id, str(bundle_name))
     runs.finish_fetch(district_id, run_id, total)
     logger.info("fetch complete", pages=total, **log)
     queue_apply_when_ready(district_id, run_id)
+
+
+def _bundle_facts(connector: Connector) -> tuple[str, frozenset[str]] | None:
+    """(run mode, complete entities) for a bundle source; None for an API source."""
+    if not isinstance(connector, BundleSource):
+        return None
+    return connector.run_mode(), frozenset(connector.complete_entities())
 
 
 def _stage_all(connector: Connector, district_id: str, run_id: str, since: datetime | None) -> dict[str, int]:
@@ -126,10 +162,10 @@ def _stage_all(connector: Connector, district_id: str, run_id: str, since: datet
     for entity in ENTITIES:
         count = 0
         for page in connector.pages(entity, since):
-            put_json(
-                page_key(district_id, run_id, entity, page.number),
-                {"entity": entity, "page": page.number, "records": page.records},
-            )
+            body: dict[str, Any] = {"entity": entity, "page": page.number, "records": page.records}
+            if page.rejected:
+                body["rejected"] = page.rejected
+            put_json(page_key(district_id, run_id, entity, page.number), body)
             count += 1
         pages[entity] = count
     return pages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import unquote_plus
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,3 +42,25 @@ def send_run_message(message: RunMessage) -> None:
 def send_apply_message(district_id: str, run_id: str) -> None:
     body = orjson.dumps(ApplyMessage(districtId=district_id, runId=run_id).model_dump()).decode()
     aws.client("sqs").send_message(QueueUrl=get_config().apply_queue_url, MessageBody=body)
+
+
+def run_messages(body: str) -> list[RunMessage]:
+    """The run starts a RunQueue message asks for.
+
+    Besides run messages, RunQueue receives S3 notifications of bundles
+    uploaded to `inbox/{districtId}/...`: each starts an inbox run.
+    """
+    message = orjson.loads(body)
+    if "Records" not in message:
+        if message.get("Event") == "s3:TestEvent":
+            return []
+        return [RunMessage.model_validate(message)]
+    starts = []
+    for record in message["Records"]:
+        key = unquote_plus(record.get("s3", {}).get("object", {}).get("key", ""))
+        parts = key.split("/")
+        if len(parts) >= 3 and parts[0] == "inbox" and parts[1] and parts[-1]:
+            starts.append(
+                RunMessage(type="start", districtId=parts[1], trigger="inbox", checkpoint={"bundleKey": key})
+            )
+    return starts

@@ -16,6 +16,7 @@ from aws_lambda_powertools import Logger
 from rostersync.pipeline.queues import send_apply_message
 from rostersync.roster.models import Record, RecordError, normalize, record_id
 from rostersync.roster.product import Issue
+from rostersync.sources.base import SOURCE_LOCATION_KEY
 from rostersync.staging.layout import PageRef
 from rostersync.staging.pages import get_json
 from rostersync.store import roster, runs
@@ -31,7 +32,9 @@ def normalize_page(entity: str, records: list, page_name: str) -> tuple[list[Rec
             record = normalize(entity, raw)
         except RecordError as error:
             sourced_id = record_id(raw) or f"{page_name}#{index}"
-            rejected.append(Issue(entity=entity, sourcedId=sourced_id, reason=error.reason))
+            where = raw.get(SOURCE_LOCATION_KEY) if isinstance(raw, dict) else None
+            reason = f"{where}: {error.reason}" if where else error.reason
+            rejected.append(Issue(entity=entity, sourcedId=sourced_id, reason=reason))
             continue
         previous = kept.get(record.sourcedId)
         if previous is None or _newer(record, previous):
@@ -78,6 +81,8 @@ def transform_page(ref: PageRef) -> int:
         return 0
     body = get_json(ref.key)
     records, rejected = normalize_page(ref.entity, body.get("records") or [], ref.name)
+    # Rows the connector could not read as records at all (a broken CSV line).
+    rejected += [Issue.model_validate(r) for r in body.get("rejected") or []]
     docs = [mirror_doc(r, ref.run_id) for r in records]
     # A dry run compares with the mirror but writes its records apart from it.
     dry_run_id = ref.run_id if run.get("dryRun") else None

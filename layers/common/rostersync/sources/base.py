@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Entity = Literal["orgs", "academicSessions", "classes", "users", "enrollments"]
 
@@ -49,6 +49,7 @@ class Connector(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
 class BundleSource(Protocol):
     """A source that delivers whole bundles (CSV): it says what kind of run the
     bundle makes, and which entities it holds completely."""

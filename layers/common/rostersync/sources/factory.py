@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from rostersync.errors import SourceError
+from rostersync.pipeline.queues import RunMessage
 from rostersync.sources.base import Connector
 
 
@@ -15,9 +18,20 @@ def _secret(credentials: dict[str, Any], *names: str) -> str:
     raise SourceError(f"credentials parameter has no {names[0]!r}")
 
 
-def build_connector(source: dict[str, Any], credentials: dict[str, Any]) -> Connector:
+def build_connector(
+    source: dict[str, Any],
+    credentials: dict[str, Any],
+    *,
+    district_id: str,
+    message: RunMessage,
+    processed_bundles: frozenset[str] = frozenset(),
+) -> Connector:
     """source: the settings' `source` object (SPEC 3 names); credentials: its SecureString JSON."""
     kind = source.get("type")
+    if message.checkpoint.get("bundleKey") and kind != "oneroster-csv":
+        raise SourceError(f"a bundle uploaded to inbox/ needs source type 'oneroster-csv', not {kind!r}")
+    page_size = source.get("pageSize") or 100
+    rate = source.get("maxRequestsPerMinute")
     if kind == "oneroster":
         from rostersync.sources.oneroster_rest import OneRosterRestConnector
 
@@ -28,7 +42,73 @@ def build_connector(source: dict[str, Any], credentials: dict[str, Any]) -> Conn
             token_url=source.get("tokenUrl"),
             client_id=_secret(credentials, "clientId", "consumerKey", "key"),
             client_secret=_secret(credentials, "clientSecret", "consumerSecret", "secret"),
-            page_size=source.get("pageSize") or 100,
-            max_requests_per_minute=source.get("maxRequestsPerMinute"),
+            page_size=page_size,
+            max_requests_per_minute=rate,
         )
-    raise SourceError(f"source type {kind!r} cannot be fetched yet")
+    if kind == "powerschool":
+        from rostersync.sources.powerschool import PowerSchoolConnector
+
+        return PowerSchoolConnector(
+            base_url=source["baseUrl"],
+            client_id=_secret(credentials, "clientId"),
+            client_secret=_secret(credentials, "clientSecret"),
+            page_size=page_size,
+            max_requests_per_minute=rate,
+        )
+    if kind == "direct":
+        from rostersync.sources.direct import DirectPushConnector
+
+        push_id = message.checkpoint.get("pushId")
+        if not push_id:
+            raise SourceError("a direct source is synced when a push completes: POST /districts/{id}/pushes")
+        return DirectPushConnector(district_id, str(push_id))
+    if kind == "oneroster-csv":
+        return _csv_bundle(
+            source, credentials, district_id=district_id, message=message, processed=processed_bundles
+        )
+    raise SourceError(f"source type {kind!r} is not supported")
+
+
+def _csv_bundle(
+    source: dict[str, Any],
+    credentials: dict[str, Any],
+    *,
+    district_id: str,
+    message: RunMessage,
+    processed: frozenset[str],
+) -> Connector:
+    from rostersync.sources.oneroster_csv import OneRosterCsvBundle
+
+    workdir = Path(tempfile.mkdtemp(prefix="rostersync-bundle-"))
+    bundle_key = message.checkpoint.get("bundleKey")
+    if bundle_key:
+        from rostersync.staging.pages import download
+
+        local = workdir / Path(str(bundle_key)).name
+        download(str(bundle_key), local)
+        return OneRosterCsvBundle(local, name=str(bundle_key), page_size=source.get("pageSize") or 1000)
+    sftp = source.get("sftp")
+    if not sftp:
+        raise SourceError(f"no bundle to read: upload one to inbox/{district_id}/ or configure source.sftp")
+    from rostersync.sources.sftp import fetch_newest_bundle
+
+    found = fetch_newest_bundle(
+        host=sftp["host"],
+        port=int(sftp.get("port") or 22),
+        path=sftp["path"],
+        username=sftp["username"],
+        host_key=sftp["hostKey"],
+        credentials=credentials,
+        processed=set(processed),
+        dest_dir=workdir,
+    )
+    if found is None:
+        raise NoNewBundleError(f"no new bundle in {sftp['path']} on {sftp['host']}")
+    name, local = found
+    return OneRosterCsvBundle(local, name=name, page_size=source.get("pageSize") or 1000)
+
+
+class NoNewBundleError(SourceError):
+    """Nothing new on the SFTP server: the run ends with nothing to do, not as a failure."""
+
+    code = "no_new_bundle"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,3 +36,8 @@ def iter_run_pages(district_id: str, run_id: str) -> Iterator[PageRef]:
             ref = parse_page_key(obj["Key"])
             if ref is not None:
                 yield ref
+
+
+def download(key: str, dest: Path) -> None:
+    """Copy an object (an uploaded bundle) to a local file, streaming."""
+    aws.client("s3").download_file(get_config().staging_bucket_name, key, str(dest))

@@ -372,6 +372,15 @@ def get_district(district_id: str) -> dict[str, Any]:
     return plain(item) if item else {}
 
 
+def mark_bundle_processed(district_id: str, name: str) -> None:
+    """An SFTP bundle read to the end is not picked again."""
+    table().update_item(
+        Key={"pk": keys.district_pk(district_id), "sk": keys.DISTRICT_SK},
+        UpdateExpression="ADD processedBundles :name",
+        ExpressionAttributeValues={":name": {name}},
+    )
+
+
 def set_watermark(district_id: str, watermark: str, run_id: str) -> None:
     table().update_item(
         Key={"pk": keys.district_pk(district_id), "sk": keys.DISTRICT_SK},
