@@ -19,7 +19,7 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)  ## full sync of the demo district on the embedded stack
-	$(BIN)/rostersync demo $(if $(VERSION),--version $(VERSION))
+	$(BIN)/rostersync demo $(if $(SOURCE),--source $(SOURCE)) $(if $(VERSION),--version $(VERSION))
 
 test: $(STAMP)  ## the whole suite: unit, integration (moto server) and e2e (embedded stack over HTTP)
 	$(BIN)/pytest -n auto --dist loadfile $(PYTEST_ARGS)

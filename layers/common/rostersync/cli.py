@@ -41,7 +41,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("starting the embedded stack (moto server, template.yaml, demo SIS)...", flush=True)
     with LocalStack(port=0, aws_port=0) as stack:
         try:
-            run_demo(stack.api_url, stack.aws_url, stack.sis.url, version=args.version)
+            source = args.source or ("rest-1.2" if args.version == "1.2" else "rest")
+            run_demo(stack.api_url, stack.aws_url, stack.sis.url, source=source)
         except DemoError as error:
             print(f"demo failed: {error}", file=sys.stderr)
             return 1
@@ -61,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     up.set_defaults(func=cmd_local_up)
 
     demo = commands.add_parser("demo", help="sync the demo district through the whole pipeline")
-    demo.add_argument("--version", choices=("1.1", "1.2"), default="1.1", help="OneRoster version to read")
+    demo.add_argument(
+        "--source",
+        choices=("rest", "rest-1.2", "csv", "powerschool", "direct"),
+        help="where the demo district comes from (default rest: OneRoster 1.1 REST)",
+    )
+    demo.add_argument("--version", choices=("1.1", "1.2"), default="1.1", help="OneRoster REST version")
     demo.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)

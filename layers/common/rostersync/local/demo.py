@@ -93,13 +93,7 @@ class Client:
 def write_settings(
     aws_url: str, district_id: str, settings: dict[str, Any], credentials: dict[str, str]
 ) -> None:
-    ssm = boto3.client(
-        "ssm",
-        endpoint_url=aws_url,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",  # noqa: S106 - the emulator's, not a secret
-    )
+    ssm = _aws(aws_url, "ssm")
     ssm.put_parameter(
         Name=f"/rostersync/districts/{district_id}/credentials",
         Type="SecureString",
@@ -114,21 +108,65 @@ def write_settings(
     )
 
 
+SOURCES = ("rest", "rest-1.2", "csv", "powerschool", "direct")
+ENTITY_NAMES = ("orgs", "academicSessions", "classes", "users", "enrollments")
+
+
 def run_demo(
-    api_url: str, aws_url: str, sis_url: str, *, version: str = "1.1", say: Callable[[str], None] = print
+    api_url: str,
+    aws_url: str,
+    sis_url: str,
+    *,
+    source: str = "rest",
+    say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    from rostersync.local.demo_data import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+    """Sync the demo district from one kind of source and print what was synced."""
+    from rostersync.local.demo_data import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, generate_district
 
     client = Client(api_url)
-    write_settings(
-        aws_url,
-        DEMO_DISTRICT,
-        demo_settings(sis_url, version),
-        {"clientId": DEMO_CLIENT_ID, "clientSecret": DEMO_CLIENT_SECRET},
-    )
+    credentials = {"clientId": DEMO_CLIENT_ID, "clientSecret": DEMO_CLIENT_SECRET}
     started = time.monotonic()
-    run_id = client.force_sync(DEMO_DISTRICT, {"mode": "full"})
-    run = client.wait_run(DEMO_DISTRICT, run_id)
+    extra_server: Any = None
+    try:
+        if source in ("rest", "rest-1.2"):
+            version = "1.2" if source == "rest-1.2" else "1.1"
+            write_settings(aws_url, DEMO_DISTRICT, demo_settings(sis_url, version), credentials)
+            run_id = client.force_sync(DEMO_DISTRICT, {"mode": "full"})
+            label = f"the demo SIS (OneRoster {version} REST)"
+        elif source == "powerschool":
+            from rostersync.local.powerschool_sis import PowerSchoolSis
+
+            extra_server = PowerSchoolSis(
+                generate_district(), client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET
+            ).start()
+            settings = demo_settings(sis_url) | {
+                "source": {
+                    "type": "powerschool",
+                    "baseUrl": extra_server.url,
+                    "credentialsParameter": f"/rostersync/districts/{DEMO_DISTRICT}/credentials",
+                }
+            }
+            write_settings(aws_url, DEMO_DISTRICT, settings, credentials)
+            run_id = client.force_sync(DEMO_DISTRICT, {"mode": "full"})
+            label = "a PowerSchool server (/ws/v1, plugin OAuth)"
+        elif source == "csv":
+            write_settings(
+                aws_url, DEMO_DISTRICT, demo_settings(sis_url) | {"source": {"type": "oneroster-csv"}}, {}
+            )
+            run_id = _upload_bundle(client, aws_url, generate_district())
+            label = f"a OneRoster 1.1 CSV bundle uploaded to inbox/{DEMO_DISTRICT}/"
+        elif source == "direct":
+            write_settings(
+                aws_url, DEMO_DISTRICT, demo_settings(sis_url) | {"source": {"type": "direct"}}, {}
+            )
+            run_id = push_district(client, DEMO_DISTRICT, generate_district())
+            label = "a direct push through the API"
+        else:
+            raise DemoError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+        run = client.wait_run(DEMO_DISTRICT, run_id)
+    finally:
+        if extra_server is not None:
+            extra_server.stop()
     elapsed = time.monotonic() - started
     summary = {
         "run": run,
@@ -136,22 +174,81 @@ def run_demo(
         "classes": client.all_items(f"/districts/{DEMO_DISTRICT}/classes", includeHidden="true"),
         "users": client.all_items(f"/districts/{DEMO_DISTRICT}/users"),
     }
-    print_summary(summary, elapsed, version, say)
+    print_summary(summary, elapsed, label, say)
     if run["status"] != "succeeded":
         raise DemoError(f"run ended {run['status']}: {run.get('message', '')}")
-    # The same district again: nothing changed in the SIS, so nothing is written.
-    again = client.wait_run(DEMO_DISTRICT, client.force_sync(DEMO_DISTRICT))
-    say(
-        f"\nre-sync ({again['mode']}, nothing changed in the SIS): {again['status']}, "
-        f"{again.get('itemWrites', 0)} item writes"
-    )
-    summary["resync"] = again
+    if source in ("rest", "rest-1.2"):
+        # The same district again: nothing changed in the SIS, so nothing is written.
+        again = client.wait_run(DEMO_DISTRICT, client.force_sync(DEMO_DISTRICT))
+        say(
+            f"\nre-sync ({again['mode']}, nothing changed in the SIS): {again['status']}, "
+            f"{again.get('itemWrites', 0)} item writes"
+        )
+        summary["resync"] = again
     return summary
 
 
-def print_summary(summary: dict[str, Any], elapsed: float, version: str, say: Callable[[str], None]) -> None:
+def _upload_bundle(client: Client, aws_url: str, district: Any) -> str:
+    """Upload the district as a CSV bundle to the inbox; the upload starts the run."""
+    import tempfile
+    from pathlib import Path
+
+    from rostersync.local.demo_csv import write_bundle
+
+    before = {r["runId"] for r in client.get(f"/districts/{DEMO_DISTRICT}/runs")["items"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = write_bundle(district, Path(tmp) / "bundle.zip", version="1.1")
+        bucket = client.get("/_local/outputs")["StagingBucketName"]
+        _aws(aws_url, "s3").upload_file(str(bundle), bucket, f"inbox/{DEMO_DISTRICT}/roster-demo.zip")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for run in client.get(f"/districts/{DEMO_DISTRICT}/runs")["items"]:
+            if run["runId"] not in before:
+                return str(run["runId"])
+        time.sleep(0.3)
+    raise DemoError("the uploaded bundle did not start a run within 60 s")
+
+
+def push_district(client: Client, district_id: str, district: Any, page_size: int = 100) -> str:
+    """Push a district through the direct-push API, page by page, and complete the push."""
+    deadline = time.monotonic() + 30
+    while True:
+        opened = client.post(f"/districts/{district_id}/pushes")
+        if opened.status_code == 201:
+            break
+        if opened.status_code != 404 or time.monotonic() > deadline:
+            raise DemoError(f"opening a push answered {opened.status_code}: {opened.text}")
+        time.sleep(0.3)  # the settings event is still on its way
+    push_id = opened.json()["pushId"]
+    for entity in ENTITY_NAMES:
+        records = district.records(entity)
+        for page, start in enumerate(range(0, len(records), page_size)):
+            answer = client.http.put(
+                f"{client.api_url}/districts/{district_id}/pushes/{push_id}/{entity}/{page}",
+                json={"records": records[start : start + page_size]},
+                timeout=30,
+            )
+            if answer.status_code != 200:
+                raise DemoError(f"pushing {entity} page {page} answered {answer.status_code}: {answer.text}")
+    completed = client.post(f"/districts/{district_id}/pushes/{push_id}/complete", {"mode": "full"})
+    if completed.status_code != 202:
+        raise DemoError(f"completing the push answered {completed.status_code}: {completed.text}")
+    return str(completed.json()["runId"])
+
+
+def _aws(aws_url: str, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=aws_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - the emulator's, not a secret
+    )
+
+
+def print_summary(summary: dict[str, Any], elapsed: float, label: str, say: Callable[[str], None]) -> None:
     run = summary["run"]
-    say(f"\nrostersync demo: district '{DEMO_DISTRICT}' from the demo SIS (OneRoster {version} REST)")
+    say(f"\nrostersync demo: district '{DEMO_DISTRICT}' from {label}")
     say(
         f"run {run['runId']}: {run['status']} ({run['mode']}) in {elapsed:.1f} s, "
         f"{run.get('itemWrites', 0)} item writes"

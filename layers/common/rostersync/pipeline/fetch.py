@@ -142,7 +142,19 @@ def fetch_run(
         {"runId": run_id, "pages": pages, "total": total, "completeEntities": complete},
     )
     runs.update_run(district_id, run_id, completeEntities=complete)
-    bundle_name = getattr(connector, "name", None)
+    notes = getattr(connector, "warnings", None) or []
+    if notes:
+        # A bundle's own remarks (a misspelt manifest row...) go to the run's warnings.
+        runs.add_issues(
+            district_id,
+            run_id,
+            "WARN",
+            [
+                Issue(entity="bundle", sourcedId=str(message.checkpoint.get("bundleName", "")), reason=n)
+                for n in notes
+            ],
+        )
+    bundle_name = message.checkpoint.get("bundleName")
     if bundle is not None and bundle_name:
         runs.mark_bundle_processed(district_id, str(bundle_name))
     runs.finish_fetch(district_id, run_id, total)

@@ -86,7 +86,8 @@ def _csv_bundle(
 
         local = workdir / Path(str(bundle_key)).name
         download(str(bundle_key), local)
-        return OneRosterCsvBundle(local, name=str(bundle_key), page_size=source.get("pageSize") or 1000)
+        message.checkpoint["bundleName"] = str(bundle_key)
+        return OneRosterCsvBundle(local, page_size=source.get("pageSize") or 1000)
     sftp = source.get("sftp")
     if not sftp:
         raise SourceError(f"no bundle to read: upload one to inbox/{district_id}/ or configure source.sftp")
@@ -105,7 +106,9 @@ def _csv_bundle(
     if found is None:
         raise NoNewBundleError(f"no new bundle in {sftp['path']} on {sftp['host']}")
     name, local = found
-    return OneRosterCsvBundle(local, name=name, page_size=source.get("pageSize") or 1000)
+    # Remembered once the fetch has read it, so the next run picks a newer one.
+    message.checkpoint["bundleName"] = name
+    return OneRosterCsvBundle(local, page_size=source.get("pageSize") or 1000)
 
 
 class NoNewBundleError(SourceError):
