@@ -49,6 +49,12 @@ API_ROUTES = {
     ("get", "/districts/{id}/schools"),
     ("get", "/districts/{id}/classes"),
     ("get", "/districts/{id}/users"),
+    ("get", "/districts/{id}/runs/{runId}/errors"),
+    ("get", "/districts/{id}/runs/{runId}/warnings"),
+    ("post", "/districts/{id}/pushes"),
+    ("get", "/districts/{id}/pushes/{pushId}"),
+    ("put", "/districts/{id}/pushes/{pushId}/{entity}/{page}"),
+    ("post", "/districts/{id}/pushes/{pushId}/complete"),
 }
 # Allow statements whose Resource may be "*": (role, action) -> why AWS needs it.
 # Empty today: X-Ray and logs come through the AWS managed policies below, and

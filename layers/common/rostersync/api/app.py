@@ -254,3 +254,9 @@ def list_users(district_id: str) -> dict[str, Any]:
         district_id, "users", limit=_limit(), cursor=_cursor(), filters=filters
     )
     return _page(items, cursor)
+
+
+# The push routes of `direct` sources live in their own module (imported last: it needs `app` complete).
+from rostersync.api.push import router as push_router  # noqa: E402
+
+app.include_router(push_router)

@@ -237,7 +237,7 @@ def push_district(client: Client, district_id: str, district: Any, page_size: in
 
 
 def _aws(aws_url: str, service: str) -> Any:
-    return boto3.client(
+    return boto3.client(  # type: ignore[call-overload]
         service,
         endpoint_url=aws_url,
         region_name="us-east-1",

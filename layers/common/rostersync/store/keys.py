@@ -9,6 +9,8 @@
 | run's rejected records       | `RUN#{d}#{runId}`               | `ERR#{entity}#{id}`|
 | run's warnings               | `RUN#{d}#{runId}`               | `WARN#{entity}#{id}#{n}` |
 | run's processed pages        | `RUN#{d}#{runId}`               | `PAGE#{key}`       |
+| direct push (status, expiry) | `DISTRICT#{d}`                  | `PUSH#{pushId}`    |
+| a push's recorded pages      | `PUSH#{d}#{pushId}`             | `PAGE#{entity}#{page:06d}` |
 | source mirror record         | `SRC#{d}#{entity}`              | `{sourcedId}`      |
 | a dry run's source records   | `DRYSRC#{d}#{runId}#{entity}`   | `{sourcedId}`      |
 | product school/class/user    | `{d}#SCHOOL` / `#CLASS` / `#USER` | `{id}`           |
