@@ -150,3 +150,24 @@ def connect(stack: Stack, sis: DemoSis, district_id: str) -> Any:
         return settings
 
     return _connect
+
+
+@pytest.fixture(scope="session")
+def sftp_server() -> Iterator[Any]:
+    """A real sshd on loopback serving bundles over SFTP (key login)."""
+    from dataclasses import dataclass
+
+    from sshd_server import running_sshd
+
+    @dataclass(frozen=True)
+    class SftpServer:
+        root: Path
+        port: int
+        username: str
+        host_key: str
+        credentials: dict[str, str]
+
+    with running_sshd() as sshd:
+        yield SftpServer(
+            sshd.folder, sshd.port, sshd.username, sshd.host_key, {"privateKey": sshd.private_key}
+        )
