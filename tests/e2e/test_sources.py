@@ -192,4 +192,4 @@ def _email_of(sourced_id: str) -> str:
 
 
 def _one_school(users: list[tuple], email: str) -> list[tuple]:
-    return sorted(u[:4] + (u[4][:1],) if u[0] == email else u for u in users)
+    return sorted((*u[:4], u[4][:1]) if u[0] == email else u for u in users)
