@@ -182,6 +182,18 @@ def _primary_role(raw: dict[str, Any]) -> str:
     return _text(raw.get("role"))
 
 
+def _user_orgs(raw: dict[str, Any]) -> tuple[str, ...]:
+    """1.1's `orgs`; 1.2 names them in `roles[].org` and `primaryOrg` instead."""
+    ids = list(_ref_ids(raw.get("orgs")))
+    roles = raw.get("roles")
+    if isinstance(roles, list):
+        ids += [i for i in (_ref_id(r.get("org")) for r in roles if isinstance(r, dict)) if i]
+    primary = _ref_id(raw.get("primaryOrg"))
+    if primary:
+        ids.append(primary)
+    return tuple(dict.fromkeys(ids))
+
+
 def _periods(value: Any) -> tuple[str, ...]:
     if value is None or value == "":
         return ()
@@ -228,7 +240,7 @@ def _shape(entity: str, raw: dict[str, Any]) -> dict[str, Any]:
             "familyName": _text(raw.get("familyName")),
             "role": _primary_role(raw),
             "email": _text(raw.get("email")).lower(),
-            "orgIds": _ref_ids(raw.get("orgs")),
+            "orgIds": _user_orgs(raw),
         }
     if entity == "enrollments":
         return base | {

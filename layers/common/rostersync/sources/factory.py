@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,15 @@ def _csv_bundle(
 ) -> Connector:
     from rostersync.sources.oneroster_csv import OneRosterCsvBundle
 
+    class DownloadedBundle(OneRosterCsvBundle):
+        """A bundle copied to local disk for the run; the copy goes when the run is done with it."""
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+
     workdir = Path(tempfile.mkdtemp(prefix="rostersync-bundle-"))
     bundle_key = message.checkpoint.get("bundleKey")
     if bundle_key:
@@ -87,7 +97,7 @@ def _csv_bundle(
         local = workdir / Path(str(bundle_key)).name
         download(str(bundle_key), local)
         message.checkpoint["bundleName"] = str(bundle_key)
-        return OneRosterCsvBundle(local, page_size=source.get("pageSize") or 1000)
+        return DownloadedBundle(local, page_size=source.get("pageSize") or 1000)
     sftp = source.get("sftp")
     if not sftp:
         raise SourceError(f"no bundle to read: upload one to inbox/{district_id}/ or configure source.sftp")
@@ -104,11 +114,12 @@ def _csv_bundle(
         dest_dir=workdir,
     )
     if found is None:
+        shutil.rmtree(workdir, ignore_errors=True)
         raise NoNewBundleError(f"no new bundle in {sftp['path']} on {sftp['host']}")
     name, local = found
     # Remembered once the fetch has read it, so the next run picks a newer one.
     message.checkpoint["bundleName"] = name
-    return OneRosterCsvBundle(local, page_size=source.get("pageSize") or 1000)
+    return DownloadedBundle(local, page_size=source.get("pageSize") or 1000)
 
 
 class NoNewBundleError(SourceError):
