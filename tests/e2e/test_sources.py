@@ -193,3 +193,51 @@ def _email_of(sourced_id: str) -> str:
 
 def _one_school(users: list[tuple], email: str) -> list[tuple]:
     return sorted((*u[:4], u[4][:1]) if u[0] == email else u for u in users)
+
+
+def _zip_folder(folder, dest):
+    import zipfile
+
+    with zipfile.ZipFile(dest, "w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, path.name)
+    return dest
+
+
+def test_a_bad_bundle_is_answered_not_swallowed(stack, district_id, tmp_path):
+    from rostersync.local.demo_csv import write_bundle
+
+    stack.put_settings(district_id, _settings({"type": "oneroster-csv"}))
+    stack.scan_settings()
+    bucket = stack.client.get("/_local/outputs")["StagingBucketName"]
+
+    # A broken row is rejected with its file and line; the rest of the bundle goes on
+    folder = write_bundle(generate_district(), tmp_path / "good", version="1.1", zip=False)
+    users = folder / "users.csv"
+    lines = users.read_text(encoding="utf-8").splitlines()
+    users.write_text("\n".join([*lines, "u-broken,active,only,three-fields"]) + "\n", encoding="utf-8")
+    stack.aws("s3").upload_file(
+        str(_zip_folder(folder, tmp_path / "one.zip")), bucket, f"inbox/{district_id}/one.zip"
+    )
+    run = _wait_new_run(stack, district_id, set())
+    assert run["status"] == "succeeded"
+    (broken,) = [e for e in run["errors"] if e["sourcedId"] == "u-broken"]
+    assert broken["reason"].startswith(f"users.csv line {len(lines) + 1}:")
+    assert run["counts"]["users"]["created"] == 137
+
+    # A bundle without a required column fails its run, naming the file and the column
+    before = {r["runId"] for r in stack.client.get(f"/districts/{district_id}/runs")["items"]}
+    classes = folder / "classes.csv"
+    header, *rows = classes.read_text(encoding="utf-8").splitlines()
+    columns = header.split(",")
+    at = columns.index("schoolSourcedId")
+    cut = [",".join(c for i, c in enumerate(line.split(",")) if i != at) for line in [header, *rows]]
+    classes.write_text("\n".join(cut) + "\n", encoding="utf-8")
+    stack.aws("s3").upload_file(
+        str(_zip_folder(folder, tmp_path / "two.zip")), bucket, f"inbox/{district_id}/two.zip"
+    )
+    failed = _wait_new_run(stack, district_id, before)
+    assert failed["status"] == "failed"
+    assert "classes.csv" in failed["message"] and "schoolSourcedId" in failed["message"]
+    # and nothing was deleted
+    assert len(stack.client.all_items(f"/districts/{district_id}/users")) == 137
