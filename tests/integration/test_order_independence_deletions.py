@@ -604,13 +604,6 @@ def small_district(*, gone: str | None = None) -> District:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="SPEC 5: a halted run deletes nothing, but it recomputes class rosters without the "
-    "tobedeleted enrollment (or user): the enrollment and user are kept, active, while the student "
-    "leaves the class's studentIds",
-)
 @pytest.mark.parametrize("gone", ["e2", "s"])
 def test_halted_run_keeps_class_rosters_of_tobedeleted_records(stack: dict[str, str], gone: str) -> None:
     # Given a district synced, then a full run that leaves class c2 out (the safeguard

@@ -20,7 +20,7 @@ from rostersync.pipeline.changes import ChangePlan, plan_changes
 from rostersync.pipeline.options import district_today, roster_options, settings_doc
 from rostersync.pipeline.transform import needs_write
 from rostersync.roster.compute import Snapshot, compute_product
-from rostersync.roster.models import ENTITY_MODELS, Record
+from rostersync.roster.models import ENTITY_MODELS, Record, normalize_active
 from rostersync.roster.product import Issue
 from rostersync.sources.base import ENTITIES
 from rostersync.staging.layout import PageRef
@@ -84,9 +84,10 @@ def _apply(
     safeguard = _safeguard(plan, settings_doc(settings).get("maxDeletePercent", 10))
     tripped = bool(safeguard["tripped"]) and not run.get("confirmDeletes") and not dry_run
     if tripped:
-        # Deletes nothing: the records the fetch no longer had are kept as they
-        # were, so no roster shrinks either; every other change is applied.
-        state = compute_product(snapshot, options, today)
+        # Deletes nothing: the records the fetch no longer had, and those sent
+        # as tobedeleted, count as still there, so no roster shrinks either;
+        # every other change is applied.
+        state = compute_product(_undeleted(snapshot), options, today)
         plan = plan_changes(district_id, state)
 
     counts = plan.counts()
@@ -121,6 +122,24 @@ def _apply(
     # A halted run applied its other changes: the next incremental run starts from here.
     runs.set_watermark(district_id, run.get("fetchStartedAt") or run["startedAt"], run_id)
     return counts
+
+
+def _undeleted(snapshot: Snapshot) -> Snapshot:
+    """The snapshot with every tobedeleted record read as active, where it is whole enough."""
+    fields: dict[str, Any] = {}
+    for entity, name in SNAPSHOT_FIELDS.items():
+        records = getattr(snapshot, name)
+        fields[name] = {sid: _revived(entity, rec) for sid, rec in records.items()}
+    return Snapshot(**fields)
+
+
+def _revived(entity: str, record: Record) -> Record:
+    if not record.deleted:
+        return record
+    try:
+        return normalize_active(entity, record)
+    except ValueError:
+        return record  # a bare deletion (only an id): nothing to keep it by
 
 
 def _without(snapshot: Snapshot, absent: Mapping[str, list[str]]) -> Snapshot:

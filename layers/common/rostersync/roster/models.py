@@ -301,3 +301,11 @@ def record_id(raw: Any) -> str:
     if isinstance(raw, dict):
         return _text(raw.get("sourcedId"))[:255]
     return ""
+
+
+def normalize_active(entity: str, record: Record) -> Record:
+    """The same record read as active; ValueError when it lacks what an active one needs."""
+    missing = [key for key in _REQUIRED_WHEN_ACTIVE.get(entity, ()) if not getattr(record, key, None)]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    return record.model_copy(update={"status": "active"})
