@@ -625,13 +625,6 @@ def _digest(raw: dict[str, Any]) -> str:
     return transform.mirror_doc(normalize("users", raw), "run")[2].rsplit("|", 1)[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="transform.needs_write: a copy with the stored content is skipped 'whatever the run', "
-    "but once the new copy (same dateLastModified) is written with this run's id, the stale copy "
-    "outranks it when its hash is higher: the last page wins (stale first: new; new first: stale)",
-)
 @pytest.mark.parametrize("change", ["tobedeleted", "renamed"])
 def test_stale_copy_with_the_same_date_does_not_depend_on_page_order(
     stack: dict[str, str], change: str

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from rostersync.pipeline.changes import ChangePlan, plan_changes
 from rostersync.pipeline.options import district_today, roster_options, settings_doc
-from rostersync.pipeline.transform import needs_write
+from rostersync.pipeline.transform import mirror_doc, needs_write
 from rostersync.roster.compute import Snapshot, compute_product
-from rostersync.roster.models import ENTITY_MODELS, Record, normalize_active
+from rostersync.roster.models import ENTITY_MODELS, Record, RecordError, normalize, normalize_active
 from rostersync.roster.product import Issue
 from rostersync.sources.base import ENTITIES
 from rostersync.staging.layout import PageRef
@@ -72,11 +72,14 @@ def _apply(
 ) -> dict[str, Any]:
     run_id = run["runId"]
     dry_run = bool(run.get("dryRun"))
+    seen, repeated = _scan_run_pages(district_id, run_id)
+    if repeated:
+        _settle_repeated_records(district_id, run_id, repeated, dry_run_id=run_id if dry_run else None)
     snapshot, versions = load_snapshot(district_id)
     if dry_run:
         _overlay_dry_run(district_id, run_id, snapshot, versions)
     complete = run.get("completeEntities", ENTITIES if run.get("mode") == "full" else [])
-    absent = _absent_records(district_id, run_id, snapshot, complete) if complete else {}
+    absent = _absent_records(snapshot, seen, complete) if complete else {}
     options, today = roster_options(settings), district_today(settings, now)
     state = compute_product(_without(snapshot, absent), options, today)
     plan = plan_changes(district_id, state)
@@ -230,13 +233,71 @@ def _overlay_dry_run(
                 records[sourced_id] = model.model_validate_json(doc)
 
 
+def _scan_run_pages(district_id: str, run_id: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """The sourcedIds this run's pages hold, and those that came in more than one copy."""
+    seen: dict[str, set[str]] = {e: set() for e in ENTITIES}
+    repeated: dict[str, set[str]] = {}
+    for ref in iter_run_pages(district_id, run_id):
+        for sourced_id in _page_ids(ref):
+            if sourced_id in seen[ref.entity]:
+                repeated.setdefault(ref.entity, set()).add(sourced_id)
+            seen[ref.entity].add(sourced_id)
+    return seen, repeated
+
+
+def _settle_repeated_records(
+    district_id: str, run_id: str, repeated: Mapping[str, set[str]], *, dry_run_id: str | None
+) -> None:
+    """A record sent twice in one run: the copy with the later dateLastModified wins (then the
+    higher hash), whichever page the transform saw last, so the outcome does not depend on
+    page order. Rare (a source changing a record while it is read), so done here, once."""
+    best: dict[str, dict[str, tuple[str, str, str]]] = {e: {} for e in repeated}
+    for ref in iter_run_pages(district_id, run_id):
+        wanted = repeated.get(ref.entity)
+        if not wanted:
+            continue
+        for raw in get_json(ref.key).get("records") or []:
+            sourced_id = str(raw.get("sourcedId", "")).strip() if isinstance(raw, dict) else ""
+            if sourced_id not in wanted:
+                continue
+            try:
+                copy = mirror_doc(normalize(ref.entity, raw), run_id)
+            except RecordError:
+                continue
+            held = best[ref.entity].get(sourced_id)
+            if held is None or _in_run_key(copy[2]) > _in_run_key(held[2]):
+                best[ref.entity][sourced_id] = copy
+    for entity, copies in best.items():
+        stored = roster.mirror_versions(district_id, entity, copies, dry_run_id=dry_run_id)
+        if not dry_run_id:
+            stored_main = stored
+        else:
+            stored_main = roster.mirror_versions(district_id, entity, copies) | stored
+        fixes = [copy for sid, copy in copies.items() if _settles(copy[2], stored_main.get(sid), run_id)]
+        roster.write_mirror(district_id, entity, fixes, dry_run_id=dry_run_id)
+
+
+def _in_run_key(version: str) -> tuple[str, str]:
+    dlm, _run, digest = version.split("|")
+    return dlm, digest
+
+
+def _settles(best: str, stored: str | None, run_id: str) -> bool:
+    if stored is None:
+        return True
+    dlm, _, digest = best.split("|")
+    stored_dlm, stored_run, stored_digest = stored.split("|")
+    if digest == stored_digest:
+        return False
+    if stored_run == run_id:
+        return True  # another copy of this run was written last: the best copy replaces it
+    return dlm >= stored_dlm  # a copy from an earlier run: this run's best wins unless older
+
+
 def _absent_records(
-    district_id: str, run_id: str, snapshot: Snapshot, complete: Iterable[str]
+    snapshot: Snapshot, seen: Mapping[str, set[str]], complete: Iterable[str]
 ) -> dict[str, list[str]]:
     """The records a complete read of an entity no longer contains (full runs, bulk files)."""
-    seen: dict[str, set[str]] = {e: set() for e in ENTITIES}
-    for ref in iter_run_pages(district_id, run_id):
-        seen[ref.entity].update(_page_ids(ref))
     absent: dict[str, list[str]] = {}
     for entity in complete:
         records = getattr(snapshot, SNAPSHOT_FIELDS[entity])
