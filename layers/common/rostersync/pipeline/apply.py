@@ -90,7 +90,7 @@ def _apply(
         # Deletes nothing: the records the fetch no longer had, and those sent
         # as tobedeleted, count as still there, so no roster shrinks either;
         # every other change is applied.
-        state = compute_product(_undeleted(snapshot), options, today)
+        state = compute_product(_undeleted(snapshot, versions, run_id), options, today)
         plan = plan_changes(district_id, state)
 
     counts = plan.counts()
@@ -127,13 +127,22 @@ def _apply(
     return counts
 
 
-def _undeleted(snapshot: Snapshot) -> Snapshot:
-    """The snapshot with every tobedeleted record read as active, where it is whole enough."""
+def _undeleted(snapshot: Snapshot, versions: Mapping[str, dict[str, str]], run_id: str) -> Snapshot:
+    """The snapshot with the records this run marked tobedeleted read as active, where they
+    are whole enough; records deleted by an earlier run stay deleted."""
     fields: dict[str, Any] = {}
     for entity, name in SNAPSHOT_FIELDS.items():
         records = getattr(snapshot, name)
-        fields[name] = {sid: _revived(entity, rec) for sid, rec in records.items()}
+        fields[name] = {
+            sid: _revived(entity, rec) if _written_by(versions[entity].get(sid, ""), run_id) else rec
+            for sid, rec in records.items()
+        }
     return Snapshot(**fields)
+
+
+def _written_by(version: str, run_id: str) -> bool:
+    parts = version.split("|")
+    return len(parts) == 3 and parts[1] == run_id
 
 
 def _revived(entity: str, record: Record) -> Record:
