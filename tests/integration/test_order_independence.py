@@ -439,7 +439,7 @@ def test_pipeline_outcome_is_the_roster_rules_outcome(stack: dict[str, str]) -> 
     assert first["errors"] == [
         {"entity": "classes", "sourcedId": "c2", "reason": "unknown school 's-unknown'"},
         {"entity": "users", "sourcedId": "10", "reason": "duplicate email: sourcedId 9 has it"},
-        {"entity": "users", "sourcedId": "x", "reason": "not a boolean: 'maybe'"},
+        {"entity": "users", "sourcedId": "x", "reason": "enabledUser: not a boolean: 'maybe'"},
     ]
     assert first["run"]["status"] == "succeeded"
     assert first["run"]["pagesDone"] == first["run"]["pagesTotal"] == 7
@@ -467,7 +467,7 @@ def test_rejection_reason_does_not_depend_on_page_order(stack: dict[str, str]) -
     assert in_order["errors"] == reversed_order["errors"]
     assert [(e["sourcedId"], e["reason"].split(":")[0]) for e in in_order["errors"]] == [
         ("u1", "dateLastModified"),
-        ("u1", "not a boolean"),
+        ("u1", "enabledUser"),
     ]
 
 

@@ -420,8 +420,13 @@ def test_enrollment_primary_as_json_boolean_or_text(raw: object, expected: bool)
 
 @pytest.mark.parametrize("raw", ["maybe", "yes please", "2", "t", [], {}])
 def test_bad_boolean_is_rejected_naming_the_value(raw: object) -> None:
-    assert reason_of("users", {**MINIMAL["users"], "enabledUser": raw}) == f"not a boolean: {str(raw)[:40]!r}"
-    assert reason_of("enrollments", {**MINIMAL["enrollments"], "primary": raw}).startswith("not a boolean: ")
+    assert (
+        reason_of("users", {**MINIMAL["users"], "enabledUser": raw})
+        == f"enabledUser: not a boolean: {str(raw)[:40]!r}"
+    )
+    assert reason_of("enrollments", {**MINIMAL["enrollments"], "primary": raw}).startswith(
+        "primary: not a boolean: "
+    )
 
 
 # ---- user fields -----------------------------------------------------------------

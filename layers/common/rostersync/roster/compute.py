@@ -7,6 +7,7 @@ pipeline safe against reordered and duplicated pages.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,9 +69,16 @@ def _schools(orgs: Mapping[str, Org], options: RosterOptions) -> dict[str, Schoo
     return {o.sourcedId: School(id=o.sourcedId, name=o.name) for o in orgs.values() if o.type == "school"}
 
 
+# One `@`, no spaces or the characters RFC 5322 reserves for display forms
+# ("Ann <a@b.org>", "a@b.org, c@d.org"), a dotted domain without empty labels.
+# Deliverability is the district's business; these shapes can never be an address.
+_EMAIL = re.compile(
+    r"[^@\s<>()\[\],;:\"\\]{1,64}@(?!\.)(?!.*\.\.)[^@\s<>()\[\],;:\"\\]+\.[^@\s<>()\[\],;:\"\\.]+"
+)
+
+
 def _valid_email(email: str) -> bool:
-    local, _, domain = email.partition("@")
-    return bool(local) and "." in domain and " " not in email
+    return len(email) <= 254 and _EMAIL.fullmatch(email) is not None
 
 
 def compute_product(snapshot: Snapshot, options: RosterOptions, today: date) -> ProductState:

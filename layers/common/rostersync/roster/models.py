@@ -9,10 +9,12 @@ raises `RecordError` with a reason an IT administrator can act on.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 Status = Literal["active", "tobedeleted"]
 
@@ -21,6 +23,9 @@ ADMIN_ROLES = frozenset(
     {"administrator", "districtAdministrator", "siteAdministrator", "systemAdministrator", "principal"}
 )
 NEVER_IMPORTED_ROLES = frozenset({"parent", "guardian", "relative", "proctor", "counselor"})
+# Every role OneRoster 1.1 and 1.2 define; 1.2's `ext:` extension roles are
+# known too (never imported). Anything else is a data error, reported.
+KNOWN_ROLES = frozenset({"student", "teacher", "aide"}) | ADMIN_ROLES | NEVER_IMPORTED_ROLES
 
 
 class RecordError(ValueError):
@@ -46,6 +51,8 @@ class Record(BaseModel):
         text = str(value).strip()
         if len(text) > 255:
             raise ValueError("sourcedId longer than 255 characters")
+        if _HIDDEN.search(text) or _BREAKS.search(text):
+            raise ValueError("contains control characters")
         return text
 
     @field_validator("status", mode="before")
@@ -122,6 +129,14 @@ class Enrollment(Record):
     beginDate: date | None = None
     endDate: date | None = None
 
+    @field_validator("endDate")
+    @classmethod
+    def _ends_after_it_begins(cls, value: date | None, info: ValidationInfo) -> date | None:
+        begin = info.data.get("beginDate")
+        if value is not None and begin is not None and value < begin:
+            raise ValueError("before beginDate")
+        return value
+
 
 ENTITY_MODELS: dict[str, type[Record]] = {
     "orgs": Org,
@@ -135,16 +150,21 @@ ENTITY_MODELS: dict[str, type[Record]] = {
 # ---- reading the source's shapes -------------------------------------------------
 
 
-def _ref_id(value: Any) -> str | None:
+MAX_REFERENCES = 256  # per list (a user's orgs, a class's terms): keeps a record well inside one item
+
+
+def _ref_id(value: Any, key: str = "reference") -> str | None:
     if isinstance(value, dict):
         value = value.get("sourcedId")
     if value is None:
         return None
     text = str(value).strip()
+    if len(text) > 255:  # no sourcedId is longer: an enormous reference is refused, not stored
+        raise RecordError(f"{key}: reference longer than 255 characters")
     return text or None
 
 
-def _ref_ids(value: Any) -> tuple[str, ...]:
+def _ref_ids(value: Any, key: str = "references") -> tuple[str, ...]:
     if value is None or value == "":
         return ()
     if isinstance(value, str):
@@ -153,10 +173,12 @@ def _ref_ids(value: Any) -> tuple[str, ...]:
         items = value
     else:
         items = [value]
-    return tuple(i for i in (_ref_id(v) for v in items) if i)
+    if len(items) > MAX_REFERENCES:
+        raise RecordError(f"{key}: more than {MAX_REFERENCES} references")
+    return tuple(i for i in (_ref_id(v, key) for v in items) if i)
 
 
-def _bool(value: Any, default: bool) -> bool:
+def _bool(value: Any, default: bool, key: str = "value") -> bool:
     if isinstance(value, bool):
         return value
     if value is None or value == "":
@@ -166,11 +188,53 @@ def _bool(value: Any, default: bool) -> bool:
         return True
     if text in ("false", "0", "no"):
         return False
-    raise RecordError(f"not a boolean: {str(value)[:40]!r}")
+    raise RecordError(f"{key}: not a boolean: {str(value)[:40]!r}")
 
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
+
+
+# Text a person reads (names, titles, usernames) is bounded, and loses the
+# characters that only hide or disguise it: C0/C1 controls (NUL, BEL, ESC...)
+# and the bidi embedding/override/isolate marks of "Trojan Source" spoofing.
+# Tab and line breaks become spaces. Letters of any script, combining marks,
+# emoji and ZWJ/ZWNJ are kept as sent; nothing is ever evaluated (a leading
+# `=`, `+`, `-` or `@` is data: see docs/bad-input.md).
+MAX_TEXT_LENGTH = 255
+_HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_BREAKS = re.compile("[\t\n\r]+")
+
+
+def _field_text(raw: dict[str, Any], key: str, limit: int = MAX_TEXT_LENGTH, *, clean: bool = True) -> str:
+    """A text field, cleaned and bounded; RecordError naming the field (never its value)."""
+    value = raw.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.isascii() and value.isprintable():
+        # Nearly every value: printable ASCII has nothing to clean or normalize (hot path).
+        text = value.strip()
+        if len(text) > limit:
+            raise RecordError(f"{key}: longer than {limit} characters")
+        return text
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        raise RecordError(f"{key}: expected text, got {type(value).__name__}")
+    if len(text) > 4 * limit:  # reject before scanning an enormous value
+        raise RecordError(f"{key}: longer than {limit} characters")
+    if _HIDDEN.search(text) or _BREAKS.search(text):
+        if not clean:  # an identity (an email) is not repaired by guessing
+            raise RecordError(f"{key}: contains control characters")
+        text = _HIDDEN.sub("", _BREAKS.sub(" ", text))
+    text = text.strip()
+    if not text.isascii():  # one form, so NFC and NFD spellings of a name or email are one
+        text = unicodedata.normalize("NFC", text)
+    if len(text) > limit:
+        raise RecordError(f"{key}: longer than {limit} characters")
+    return text
 
 
 def _primary_role(raw: dict[str, Any]) -> str:
@@ -178,17 +242,30 @@ def _primary_role(raw: dict[str, Any]) -> str:
     if isinstance(roles, list) and roles:
         primary = [r for r in roles if isinstance(r, dict) and r.get("roleType") == "primary"]
         chosen = (primary or [r for r in roles if isinstance(r, dict)] or [{}])[0]
-        return _text(chosen.get("role"))
-    return _text(raw.get("role"))
+        return _role(chosen)
+    return _role(raw)
+
+
+def _role(raw: dict[str, Any]) -> str:
+    role = _field_text(raw, "role", 64)
+    if role and role not in KNOWN_ROLES and not role.startswith("ext:"):
+        raise RecordError(f"role: unknown role {role[:40]!r}")
+    return role
 
 
 def _user_orgs(raw: dict[str, Any]) -> tuple[str, ...]:
     """1.1's `orgs`; 1.2 names them in `roles[].org` and `primaryOrg` instead."""
-    ids = list(_ref_ids(raw.get("orgs")))
+    ids = list(_ref_ids(raw.get("orgs"), "orgs"))
     roles = raw.get("roles")
     if isinstance(roles, list):
-        ids += [i for i in (_ref_id(r.get("org")) for r in roles if isinstance(r, dict)) if i]
-    primary = _ref_id(raw.get("primaryOrg"))
+        ids += [
+            i
+            for i in (
+                _ref_id(r.get("org"), "roles.org") for r in roles[:MAX_REFERENCES] if isinstance(r, dict)
+            )
+            if i
+        ]
+    primary = _ref_id(raw.get("primaryOrg"), "primaryOrg")
     if primary:
         ids.append(primary)
     return tuple(dict.fromkeys(ids))
@@ -197,8 +274,17 @@ def _user_orgs(raw: dict[str, Any]) -> tuple[str, ...]:
 def _periods(value: Any) -> tuple[str, ...]:
     if value is None or value == "":
         return ()
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(p for p in (_text(i) for i in items) if p)
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    else:
+        raise RecordError(f"periods: expected a list or text, got {type(value).__name__}")
+    if len(items) > 64:
+        raise RecordError("periods: more than 64")
+    return tuple(p for p in (_field_text({"periods": i}, "periods", 64) for i in items) if p)
 
 
 def _shape(entity: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -209,46 +295,47 @@ def _shape(entity: str, raw: dict[str, Any]) -> dict[str, Any]:
     }
     if entity == "orgs":
         return base | {
-            "name": _text(raw.get("name")),
-            "type": _text(raw.get("type")),
-            "identifier": _text(raw.get("identifier")),
-            "parentId": _ref_id(raw.get("parent")),
+            "name": _field_text(raw, "name"),
+            "type": _field_text(raw, "type"),
+            "identifier": _field_text(raw, "identifier"),
+            "parentId": _ref_id(raw.get("parent"), "parent"),
         }
     if entity == "academicSessions":
         return base | {
-            "title": _text(raw.get("title")),
-            "type": _text(raw.get("type")),
+            "title": _field_text(raw, "title"),
+            "type": _field_text(raw, "type"),
             "startDate": raw.get("startDate") or None,
             "endDate": raw.get("endDate") or None,
-            "parentId": _ref_id(raw.get("parent")),
+            "parentId": _ref_id(raw.get("parent"), "parent"),
         }
     if entity == "classes":
         return base | {
-            "title": _text(raw.get("title")),
-            "classCode": _text(raw.get("classCode")),
-            "classType": _text(raw.get("classType")),
-            "schoolId": _ref_id(raw.get("school")),
-            "termIds": _ref_ids(raw.get("terms")),
+            "title": _field_text(raw, "title"),
+            "classCode": _field_text(raw, "classCode"),
+            "classType": _field_text(raw, "classType"),
+            "schoolId": _ref_id(raw.get("school"), "school"),
+            "termIds": _ref_ids(raw.get("terms"), "terms"),
             "periods": _periods(raw.get("periods")),
-            "courseId": _ref_id(raw.get("course")),
+            "courseId": _ref_id(raw.get("course"), "course"),
         }
     if entity == "users":
         return base | {
-            "username": _text(raw.get("username")),
-            "enabledUser": _bool(raw.get("enabledUser"), True),
-            "givenName": _text(raw.get("givenName")),
-            "familyName": _text(raw.get("familyName")),
+            "username": _field_text(raw, "username"),
+            "enabledUser": _bool(raw.get("enabledUser"), True, "enabledUser"),
+            "givenName": _field_text(raw, "givenName"),
+            "familyName": _field_text(raw, "familyName"),
             "role": _primary_role(raw),
-            "email": _text(raw.get("email")).lower(),
+            # RFC 5321's 254; an email is an identity: never repaired, refused.
+            "email": _field_text(raw, "email", 254, clean=False).lower(),
             "orgIds": _user_orgs(raw),
         }
     if entity == "enrollments":
         return base | {
-            "userId": _ref_id(raw.get("user")),
-            "classId": _ref_id(raw.get("class")),
-            "schoolId": _ref_id(raw.get("school")),
-            "role": _text(raw.get("role")),
-            "primary": _bool(raw.get("primary"), False),
+            "userId": _ref_id(raw.get("user"), "user"),
+            "classId": _ref_id(raw.get("class"), "class"),
+            "schoolId": _ref_id(raw.get("school"), "school"),
+            "role": _role(raw),
+            "primary": _bool(raw.get("primary"), False, "primary"),
             "beginDate": raw.get("beginDate") or None,
             "endDate": raw.get("endDate") or None,
         }
@@ -298,8 +385,9 @@ def normalize(entity: str, raw: Any) -> Record:
 
 def record_id(raw: Any) -> str:
     """The sourcedId of a raw record as best known, for naming it in a rejection."""
-    if isinstance(raw, dict):
-        return _text(raw.get("sourcedId"))[:255]
+    if isinstance(raw, dict) and isinstance(raw.get("sourcedId"), str | int):
+        # Shown, never stored as sent: control characters become U+FFFD.
+        return _HIDDEN.sub("\ufffd", _text(raw.get("sourcedId"))[:255])
     return ""
 
 

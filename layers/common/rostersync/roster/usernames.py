@@ -8,6 +8,8 @@ from typing import Any
 
 from rostersync.settings.model import apply_regex
 
+MAX_USERNAME_LENGTH = 255
+
 
 def _rule_fields(rule: Any) -> dict[str, Any]:
     """Rules arrive as settings models or plain dicts; read both by their JSON names."""
@@ -85,6 +87,10 @@ def resolve_usernames(
         name = apply_username_rules(user.source_username, rules).strip() if user.source_username else ""
         if not name:
             issues.append(UsernameIssue(user.sourced_id, "empty source username: the email is the username"))
+            name = user.email
+        elif len(name) > MAX_USERNAME_LENGTH:  # rules such as prefix or regex can grow it
+            reason = f"username longer than {MAX_USERNAME_LENGTH} characters: the email is the username"
+            issues.append(UsernameIssue(user.sourced_id, reason))
             name = user.email
         wanted[user.sourced_id] = name
 
