@@ -596,3 +596,21 @@ def test_date_last_modified_without_a_zone_is_read_as_utc(raw: str, expected: da
 )
 def test_reason_names_a_missing_sourced_id_with_the_other_missing_fields(entity: str, raw: dict) -> None:
     assert "sourcedId: missing" in reason_of(entity, raw)
+
+
+@pytest.mark.parametrize(
+    ("entity", "raw"),
+    [
+        ("users", {"sourcedId": "u1", "status": "tobedeleted", "role": "wizard"}),
+        ("users", {"sourcedId": "u1", "status": "tobedeleted", "email": ["a@b.org"], "enabledUser": "maybe"}),
+        (
+            "enrollments",
+            {"sourcedId": "e1", "status": "tobedeleted", "beginDate": "2026-02-01", "endDate": "2025-01-01"},
+        ),
+        ("classes", {"sourcedId": "c1", "status": "tobedeleted", "periods": {"bad": 1}}),
+    ],
+)
+def test_a_deletion_with_unreadable_fields_still_deletes(entity: str, raw: dict) -> None:
+    record = normalize(entity, raw)
+    assert record.deleted
+    assert record.sourcedId == raw["sourcedId"]

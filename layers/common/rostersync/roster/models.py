@@ -366,6 +366,22 @@ def normalize(entity: str, raw: Any) -> Record:
     """Read one raw source record into its normalized model, or raise RecordError."""
     if not isinstance(raw, dict):
         raise RecordError("record is not a JSON object")
+    try:
+        return _normalize(entity, raw)
+    except RecordError:
+        if str(raw.get("status") or "").strip().lower() not in ("tobedeleted", "inactive"):
+            raise
+        # A deletion whose other fields are unreadable (an unknown role...) still
+        # deletes: its id and date are all a deletion needs.
+        bare = {key: raw.get(key) for key in ("sourcedId", "status", "dateLastModified")}
+        try:
+            return _normalize(entity, bare)
+        except RecordError:
+            pass
+        raise
+
+
+def _normalize(entity: str, raw: dict[str, Any]) -> Record:
     shaped = _shape(entity, raw)
     if str(shaped.get("status") or "").strip().lower() in ("tobedeleted", "inactive"):
         # A deletion may carry little more than its id: that is enough to delete.
