@@ -73,6 +73,8 @@ def test_every_key_but_source_has_the_spec_default() -> None:
         "syncMode": "incremental",
         "maxDeletePercent": 10,
         "futureClassLeadDays": 15,
+        # Not in SPEC 3: tenant isolation (README "Security"); none by default.
+        "apiCallers": [],
     }
 
 

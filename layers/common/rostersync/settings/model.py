@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from rostersync.api.access import check_principal_arn
 from rostersync.errors import BadRequestError, SettingsError
 
 SETTINGS_PREFIX = "/rostersync/districts/"
@@ -136,6 +137,16 @@ OneRosterVersion = Annotated[Literal["1.1", "1.2"], BeforeValidator(_number_as_t
 NonEmptyText = Annotated[str, Field(min_length=1)]
 
 
+def _check_api_caller(value: str) -> str:
+    try:
+        return check_principal_arn(value)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
+
+
+ApiCaller = Annotated[str, AfterValidator(_check_api_caller)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -151,6 +162,8 @@ class _Model(BaseModel):
 class _SourceBase(_Model):
     page_size: int | None = Field(default=None, ge=1, le=10_000)
     max_requests_per_minute: int | None = Field(default=None, ge=1)
+    # Page requests in flight at once where the source tells its total (within the rate limit).
+    max_concurrency: int = Field(default=8, ge=1, le=32)
 
 
 class OneRosterSource(_SourceBase):
@@ -401,6 +414,10 @@ class DistrictSettings(_Model):
     sync_mode: Literal["incremental", "full"] = "incremental"
     max_delete_percent: float = Field(default=10.0, ge=0, le=100)
     future_class_lead_days: int = Field(default=15, ge=0, le=365)
+    # IAM principals that may call the API for this district (api/access.py).
+    api_callers: Annotated[list[ApiCaller], AfterValidator(_check_unique)] = Field(
+        default_factory=list, max_length=100
+    )
 
     @property
     def sync_time(self) -> time:

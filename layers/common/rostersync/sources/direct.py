@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from rostersync import aws
 from rostersync.config import get_config
 from rostersync.errors import SourceError
-from rostersync.sources.base import ENTITIES, Entity, SourcePage
+from rostersync.sources.base import ENTITIES, Entity, Position, SourcePage, start_page
 from rostersync.store import pushes
 
 PUSHES_PREFIX = "pushes/"
@@ -81,15 +81,26 @@ class DirectPushConnector:
         pages = self._push().get("pages") or {}
         return frozenset(entity for entity in ENTITIES if int(pages.get(entity, 0)) > 0)
 
-    def pages(self, entity: Entity, since: datetime | None = None) -> Iterator[SourcePage]:
+    def pages(
+        self, entity: Entity, since: datetime | None = None, start: Position | None = None
+    ) -> Iterator[SourcePage]:
         """Every pushed page of `entity`, renumbered 0..n-1 in page order.
 
         `since` is ignored: the pusher chose what to send (all, or changes only).
+        From `start`, the pages before `start["page"]` are skipped by their
+        table entries alone (no S3 read), so a continued fetch costs nothing
+        for what it staged before.
         """
         expected = int((self._push().get("pages") or {}).get(entity, 0))
+        first = start_page(start)
         number = -1
         for number, page in enumerate(pushes.iter_pages(self.district_id, self.push_id, entity)):
-            yield SourcePage(entity=entity, number=number, records=self._read(entity, page))
+            if number < first:
+                continue
+            resume: Position = {"page": number + 1}
+            if number + 1 == expected:
+                resume["end"] = True
+            yield SourcePage(entity=entity, number=number, records=self._read(entity, page), resume=resume)
         if number + 1 != expected:
             raise SourceError(f"push {self.push_id}: {expected} {entity} pages recorded, {number + 1} found")
 

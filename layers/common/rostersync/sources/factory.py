@@ -7,9 +7,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rostersync.config import get_config
 from rostersync.errors import SourceError
 from rostersync.pipeline.queues import RunMessage
 from rostersync.sources.base import Connector
+
+DEFAULT_MAX_CONCURRENCY = 8
 
 
 def _secret(credentials: dict[str, Any], *names: str) -> str:
@@ -33,6 +36,8 @@ def build_connector(
         raise SourceError(f"a bundle uploaded to inbox/ needs source type 'oneroster-csv', not {kind!r}")
     page_size = source.get("pageSize") or 100
     rate = source.get("maxRequestsPerMinute")
+    # Pages in flight at once where the source tells its total (settings maxConcurrency).
+    concurrency = int(source.get("maxConcurrency") or DEFAULT_MAX_CONCURRENCY)
     if kind == "oneroster":
         from rostersync.sources.oneroster_rest import OneRosterRestConnector
 
@@ -45,6 +50,9 @@ def build_connector(
             client_secret=_secret(credentials, "clientSecret", "consumerSecret", "secret"),
             page_size=page_size,
             max_requests_per_minute=rate,
+            concurrency=concurrency,
+            timeout_s=get_config().source_timeout_s,
+            backoff_base_s=get_config().source_retry_base_s,
         )
     if kind == "powerschool":
         from rostersync.sources.powerschool import PowerSchoolConnector
@@ -55,6 +63,7 @@ def build_connector(
             client_secret=_secret(credentials, "clientSecret"),
             page_size=page_size,
             max_requests_per_minute=rate,
+            concurrency=concurrency,
         )
     if kind == "direct":
         from rostersync.sources.direct import DirectPushConnector
@@ -103,6 +112,8 @@ def _csv_bundle(
         raise SourceError(f"no bundle to read: upload one to inbox/{district_id}/ or configure source.sftp")
     from rostersync.sources.sftp import fetch_newest_bundle
 
+    # A continued fetch reads the very bundle it began, even if a newer one arrived since.
+    resuming = message.type == "continue" and message.checkpoint.get("bundleName")
     found = fetch_newest_bundle(
         host=sftp["host"],
         port=int(sftp.get("port") or 22),
@@ -112,6 +123,7 @@ def _csv_bundle(
         credentials=credentials,
         processed=set(processed),
         dest_dir=workdir,
+        name=str(message.checkpoint["bundleName"]) if resuming else None,
     )
     if found is None:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -85,14 +85,32 @@ class RateLimiter:
         self._clock = clock
         self._lock = threading.Lock()
         self._next_slot = 0.0
+        # A server's Retry-After holds every thread off, not only the one it answered.
+        self._paused_until = 0.0
+        self._pauser: threading.Thread | None = None
+
+    def hold_off(self, seconds: float) -> None:
+        """No request may start for `seconds` (the server said Retry-After).
+
+        The thread that was answered sleeps the time itself (its retry delay);
+        every other thread waits in `acquire` until it has passed, or until
+        that thread's retry starts (the server's wait is then over).
+        """
+        with self._lock:
+            until = self._clock() + seconds
+            if until > self._paused_until:
+                self._paused_until, self._pauser = until, threading.current_thread()
 
     def acquire(self) -> None:
-        if not self._interval:
+        if not self._interval and not self._paused_until:
             return
         with self._lock:
             now = self._clock()
-            slot = max(now, self._next_slot)
-            self._next_slot = slot + self._interval
+            if self._pauser is threading.current_thread():
+                self._paused_until, self._pauser = 0.0, None  # its retry: the wait is over
+            slot = max(now, self._next_slot, self._paused_until)
+            if self._interval:
+                self._next_slot = slot + self._interval
         if slot > now:
             self._sleep(slot - now)
 
@@ -143,6 +161,7 @@ class HttpClient:
         refreshed = False
         while True:
             attempt += 1
+            server_asked = False  # a Retry-After to honour on every thread
             self._limiter.acquire()
             try:
                 response = self.session.request(
@@ -171,6 +190,7 @@ class HttpClient:
                     raise HttpStatusError(method, display, status, body_excerpt(response))
                 failure = f"HTTP {status}"
                 asked = retry_after_s(response)
+                server_asked = asked is not None
                 delay = asked if asked is not None else self._backoff(attempt)
             if attempt > self._max_retries:
                 raise SourceError(f"{method} {display} failed: {failure} after {attempt} attempts")
@@ -184,6 +204,8 @@ class HttpClient:
                     "delay_s": delay,
                 },
             )
+            if server_asked:
+                self._limiter.hold_off(delay)  # parallel requests wait as well, until this retry
             self._sleep(delay)
 
     def _backoff(self, attempt: int) -> float:

@@ -41,7 +41,14 @@ from typing import IO, Any, Literal, NamedTuple, Protocol
 from aws_lambda_powertools import Logger
 
 from rostersync.errors import SourceError
-from rostersync.sources.base import ENTITIES, SOURCE_LOCATION_KEY, Entity, SourcePage
+from rostersync.sources.base import (
+    ENTITIES,
+    SOURCE_LOCATION_KEY,
+    Entity,
+    Position,
+    SourcePage,
+    resume_by_skipping,
+)
 
 logger = Logger(service="rostersync", child=True)
 
@@ -197,12 +204,22 @@ class OneRosterCsvBundle:
 
     # -- Connector ----------------------------------------------------------
 
-    def pages(self, entity: Entity, since: datetime | None = None) -> Iterator[SourcePage]:
+    def pages(
+        self, entity: Entity, since: datetime | None = None, start: Position | None = None
+    ) -> Iterator[SourcePage]:
         """Yield the entity's records in pages of `page_size`; page 0 even when the file is absent.
 
         `since` is ignored: a bundle is taken as delivered, and its manifest
-        (bulk or delta) says what kind of run it makes.
+        (bulk or delta) says what kind of run it makes. From `start` (a fetch
+        continued in a new invocation, on the same bundle re-opened), the
+        file is read again from its first row and the pages before
+        `start["page"]` are dropped: a local file reads fast, and pages stay
+        exactly the same.
         """
+        # Read one page ahead, so that the last page says it is the last.
+        return resume_by_skipping(self._pages(entity), start)
+
+    def _pages(self, entity: Entity) -> Iterator[SourcePage]:
         if entity not in COLUMNS or entity == ROLES:
             raise ValueError(f"unknown OneRoster entity: {entity!r}")
         if self._manifest.mode(entity) == "absent":

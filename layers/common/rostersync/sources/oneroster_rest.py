@@ -28,13 +28,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from rostersync.errors import FilterNotSupportedError, SettingsError, SourceError
-from rostersync.sources.base import Entity, SourcePage
+from rostersync.sources.base import Entity, Position, SourcePage
 from rostersync.sources.http import HttpClient, HttpStatusError, RateLimiter, Sleep, redact_url
 from rostersync.sources.oauth import ONEROSTER_1P2_SCOPE, OAuth1Signer, OAuth2ClientCredentials
 
@@ -84,6 +84,7 @@ class OneRosterRestConnector:
         concurrency: int = 4,
         timeout_s: float = 30,
         max_retries: int = 5,
+        backoff_base_s: float = 1.0,
         session: requests.Session | None = None,
         sleep: Sleep = time.sleep,
     ) -> None:
@@ -102,6 +103,7 @@ class OneRosterRestConnector:
             max_retries=max_retries,
             limiter=RateLimiter(max_requests_per_minute, sleep=sleep),
             sleep=sleep,
+            backoff_base_s=backoff_base_s,
         )
         self._auth = self._build_auth(auth, version, client_id, client_secret, token_url)
 
@@ -115,8 +117,14 @@ class OneRosterRestConnector:
         if self._owns_session:
             self._session.close()
 
-    def pages(self, entity: Entity, since: datetime | None = None) -> Generator[SourcePage, None, None]:
+    def pages(
+        self, entity: Entity, since: datetime | None = None, start: Position | None = None
+    ) -> Generator[SourcePage, None, None]:
         """Yield every page of `entity` in order; page 0 is yielded even when empty.
+
+        With `start` (a page's `next_position()`), paging resumes exactly there:
+        at its Link next URL, or at its offset and limit. Every page carries
+        its own resume position.
 
         A caller that stops early (say, to checkpoint before its Lambda times out)
         should `close()` the generator: queued page requests are then cancelled
@@ -126,50 +134,91 @@ class OneRosterRestConnector:
             raise ValueError(f"unknown OneRoster entity: {entity!r}")
         url = f"{self._base_url}/{entity}"
         query: dict[str, Any] = {"filter": since_filter(since)} if since is not None else {}
-        first = self._fetch_first(entity, url, _page_params(query, 0, self._page_size), filtered=bool(query))
-        yield SourcePage(entity=entity, number=0, records=first.records, total=first.total)
+        if start is None:
+            first = self._fetch_first(
+                entity, url, _page_params(query, 0, self._page_size), filtered=bool(query)
+            )
+            cursor = _Cursor(number=0, offset=0, limit=self._page_size)
+        else:
+            if start.get("end"):
+                return
+            cursor = _Cursor(
+                number=int(start["page"]),
+                offset=int(start.get("offset", 0)),
+                limit=int(start.get("limit", self._page_size)),
+            )
+            if start.get("next"):
+                first = self._fetch(entity, self._checked_link(str(start["next"])), None)
+            else:
+                first = self._fetch(entity, url, _page_params(query, cursor.offset, cursor.limit))
+            if not first.records:
+                return  # nothing was left after the checkpoint
+        number = cursor.number
+        cursor.number += 1
+        cursor.offset += len(first.records)
         if not first.records:
+            yield SourcePage(entity=entity, number=0, records=[], total=first.total, resume=_end(1))
             return
-        cursor = _Cursor(number=1, offset=len(first.records), limit=self._page_size)
-        if self._can_fetch_in_parallel(first, cursor):
+        parallel = self._can_fetch_in_parallel(url, query, first, cursor)
+        if parallel:
+            # The server may size pages itself (a cap below `limit`, or a fixed size
+            # that ignores it): plan the offsets with the size it actually uses.
+            cursor.limit = len(first.records)
+            resume = _offset_position(cursor, first.total)
+        else:
+            resume = _position(cursor, _plan_next(url, query, first, cursor))
+        yield SourcePage(
+            entity=entity, number=number, records=first.records, total=first.total, resume=resume
+        )
+        if parallel:
             yield from self._parallel(entity, url, query, first, cursor)
         else:
             yield from self._sequential(entity, url, query, first, cursor)
 
     # -- paging -----------------------------------------------------------
 
-    def _can_fetch_in_parallel(self, first: _Page, cursor: _Cursor) -> bool:
+    def _can_fetch_in_parallel(
+        self, url: str, query: Mapping[str, Any], first: _Page, cursor: _Cursor
+    ) -> bool:
         return (
             self._concurrency > 1
-            and first.next_url is None
             and first.total is not None
             and cursor.offset < first.total
+            and (
+                first.next_url is None
+                or _is_offset_link(first.next_url, url, query, cursor.offset, len(first.records))
+            )
         )
 
     def _sequential(
         self, entity: Entity, url: str, query: Mapping[str, Any], page: _Page, cursor: _Cursor
     ) -> Iterator[SourcePage]:
-        while True:
-            planned = _plan_next(url, query, page, cursor)
-            if planned is None:
-                return
+        """Pages after `page`, one request at a time; `cursor` points just past `page`."""
+        planned = _plan_next(url, query, page, cursor)
+        while planned is not None:
             next_url, params = planned
             previous, page = page, self._fetch(entity, next_url, params)
+            _check_total(previous, page, cursor.offset, next_url)
             if not page.records:
                 return
             _check_progress(previous, page, next_url)
-            yield SourcePage(entity=entity, number=cursor.number, records=page.records, total=page.total)
+            number = cursor.number
             cursor.number += 1
             cursor.offset += len(page.records)
+            planned = _plan_next(url, query, page, cursor)
+            yield SourcePage(
+                entity=entity,
+                number=number,
+                records=page.records,
+                total=page.total,
+                resume=_position(cursor, planned),
+            )
 
     def _parallel(
         self, entity: Entity, url: str, query: Mapping[str, Any], first: _Page, cursor: _Cursor
     ) -> Iterator[SourcePage]:
         """Fetch offset pages with at most `concurrency` in flight; yield them in order."""
         total = first.total or 0
-        # The server may size pages itself (a cap below `limit`, or a fixed size that
-        # ignores it): plan the offsets with the size it actually uses.
-        cursor.limit = len(first.records)
         pending: deque[tuple[int, Future[_Page]]] = deque()
         next_offset = cursor.offset
         pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix=f"oneroster-{entity}")
@@ -186,17 +235,30 @@ class OneRosterRestConnector:
                     return
                 offset, future = pending.popleft()
                 page = future.result()
+                _check_total(previous, page, offset, url)
                 if not page.records:
-                    return  # the total shrank while we read
+                    return  # the server stopped telling its total; an empty page ends the list
                 _check_progress(previous, page, url)
-                yield SourcePage(entity=entity, number=cursor.number, records=page.records, total=page.total)
+                number = cursor.number
                 cursor.number += 1
                 cursor.offset = offset + len(page.records)
                 total = page.total if page.total is not None else total
-                if page.next_url or (len(page.records) != cursor.limit and cursor.offset < total):
+                page_size_changed = len(page.records) != cursor.limit and cursor.offset < total
+                off_plan = page_size_changed or (
+                    page.next_url is not None
+                    and not _is_offset_link(page.next_url, url, query, cursor.offset, cursor.limit)
+                )
+                if off_plan:
                     # The server stopped paging the way we planned (its page size changed,
-                    # or it started sending Link headers): drop what is in flight and go
+                    # or its Link headers lead elsewhere): drop what is in flight and go
                     # on one page at a time from exactly where the records end.
+                    resume = _position(cursor, _plan_next(url, query, page, cursor))
+                else:
+                    resume = _offset_position(cursor, total)
+                yield SourcePage(
+                    entity=entity, number=number, records=page.records, total=page.total, resume=resume
+                )
+                if off_plan:
                     pool.shutdown(wait=False, cancel_futures=True)
                     yield from self._sequential(entity, url, query, page, cursor)
                     return
@@ -231,12 +293,14 @@ class OneRosterRestConnector:
         link = response.links.get("next", {}).get("url")
         if not link:
             return None
-        absolute = urljoin(response.url, link)
-        # A bearer token must never travel to a host the district did not configure.
+        return self._checked_link(urljoin(response.url, link), shown)
+
+    def _checked_link(self, absolute: str, shown: str | None = None) -> str:
+        # A bearer token must never travel to a host the district did not configure
+        # (a checkpointed link is checked again: the settings may have changed).
         if _origin(absolute) != _origin(self._base_url):
-            raise SourceError(
-                f"GET {shown}: next link leads to another host ({_origin(absolute)}); not followed"
-            )
+            where = f"GET {shown}: next link" if shown else "the checkpointed next link"
+            raise SourceError(f"{where} leads to another host ({_origin(absolute)}); not followed")
         return absolute
 
     # -- set-up -------------------------------------------------------------
@@ -310,6 +374,46 @@ def _plan_next(
     return url, _page_params(query, cursor.offset, cursor.limit)
 
 
+def _end(page: int) -> Position:
+    return {"page": page, "end": True}
+
+
+def _position(cursor: _Cursor, planned: tuple[str, dict[str, Any] | None] | None) -> Position:
+    """The resume position of the page `cursor` points at, given how it would be requested."""
+    if planned is None:
+        return _end(cursor.number)
+    next_url, params = planned
+    if params is None:
+        # Offset and limit too: a Link-paged page without a next link falls back on them.
+        return {"page": cursor.number, "next": next_url, "offset": cursor.offset, "limit": cursor.limit}
+    return {"page": cursor.number, "offset": params["offset"], "limit": params["limit"]}
+
+
+def _offset_position(cursor: _Cursor, total: int | None) -> Position:
+    if total is not None and cursor.offset >= total:
+        return _end(cursor.number)
+    return {"page": cursor.number, "offset": cursor.offset, "limit": cursor.limit}
+
+
+def _is_offset_link(link: str, url: str, query: Mapping[str, Any], offset: int, limit: int) -> bool:
+    """True when a Link next URL asks for exactly the offset page we would compute.
+
+    Servers such as the demo SIS send both `X-Total-Count` and offset-shaped
+    Links: those pages may then be fetched in parallel, which a Link of any
+    other shape (a `page=` or an opaque cursor) forbids.
+    """
+    parts, base = urlsplit(link), urlsplit(url)
+    if (parts.scheme, parts.netloc, parts.path.rstrip("/")) != (
+        base.scheme,
+        base.netloc,
+        base.path.rstrip("/"),
+    ):
+        return False
+    params = parse_qs(parts.query, keep_blank_values=True)
+    expected = {key: [str(value)] for key, value in _page_params(query, offset, limit).items()}
+    return params == expected
+
+
 def _check_progress(previous: _Page, page: _Page, url: str) -> None:
     # A server that ignores offset (or links a page to itself) would otherwise
     # be read forever.
@@ -317,6 +421,26 @@ def _check_progress(previous: _Page, page: _Page, url: str) -> None:
     if before is not None and before == now:
         raise SourceError(
             f"GET {redact_url(url)}: the source returned the same page twice (offset or next link ignored)"
+        )
+
+
+def _check_total(previous: _Page, page: _Page, offset: int, url: str) -> None:
+    """A list read by offset must not shrink under the reader, nor end before its total.
+
+    When records before the reader's offset go, every later record moves up and
+    as many are skipped; on a full run they would then be deleted as absent.
+    A read that cannot be trusted to be complete fails (SPEC 5), and the next
+    run reads the list again.
+    """
+    if previous.total is not None and page.total is not None and page.total < previous.total:
+        raise SourceError(
+            f"GET {redact_url(url)}: the source's list changed while it was being read "
+            f"(X-Total-Count went from {previous.total} to {page.total}), so records may have been skipped"
+        )
+    if not page.records and page.total is not None and offset < page.total:
+        raise SourceError(
+            f"GET {redact_url(url)}: an empty page at offset {offset} of {page.total} records "
+            "(the source's list ended before its total)"
         )
 
 

@@ -82,7 +82,14 @@ from aws_lambda_powertools import Logger
 from requests.adapters import HTTPAdapter
 
 from rostersync.errors import SourceError
-from rostersync.sources.base import ENTITIES, SOURCE_LOCATION_KEY, Entity, SourcePage
+from rostersync.sources.base import (
+    ENTITIES,
+    SOURCE_LOCATION_KEY,
+    Entity,
+    Position,
+    SourcePage,
+    resume_by_skipping,
+)
 from rostersync.sources.http import HttpClient, RateLimiter, Sleep, redact_url
 from rostersync.sources.oauth import OAuth2ClientCredentials
 
@@ -163,12 +170,21 @@ class PowerSchoolConnector:
 
     # -- the Connector interface -------------------------------------------
 
-    def pages(self, entity: Entity, since: datetime | None = None) -> Iterator[SourcePage]:
+    def pages(
+        self, entity: Entity, since: datetime | None = None, start: Position | None = None
+    ) -> Iterator[SourcePage]:
         """Yield every page of `entity`; page 0 is yielded even when empty.
 
         `since` is ignored: PowerSchool cannot filter by modification date, so
-        every fetch reads everything (see `run_mode`).
+        every fetch reads everything (see `run_mode`). From `start` (a fetch
+        continued in a new invocation) the entity is read again from its start
+        and the pages before `start["page"]` are dropped: pages are regrouped
+        across schools and sections, so page N has no request of its own.
         """
+        # Read one page ahead, so that the last page says it is the last.
+        return resume_by_skipping(self._pages(entity), start)
+
+    def _pages(self, entity: Entity) -> Iterator[SourcePage]:
         readers: dict[str, Callable[[], Iterator[dict[str, Any]]]] = {
             "orgs": self._orgs,
             "academicSessions": self._sessions,

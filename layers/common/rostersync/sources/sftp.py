@@ -64,12 +64,15 @@ def fetch_newest_bundle(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_bundle_bytes: int = MAX_BUNDLE_BYTES,
+    name: str | None = None,
 ) -> tuple[str, Path] | None:
     """Download the newest bundle in `path` whose name is not in `processed`.
 
     Returns (bundle name, local path under `dest_dir`), or None when there is
     nothing new. `credentials` holds `password`, or `privateKey` (OpenSSH or
-    PEM text) with an optional `passphrase`.
+    PEM text) with an optional `passphrase`. With `name`, download that
+    bundle (a fetch continued in a new invocation reads the one it began);
+    it being gone is a `SourceError`.
     """
     where = f"SFTP {host}:{port} {path}"
     pinned_type, pinned_key = parse_host_key(host_key, host)
@@ -84,7 +87,12 @@ def fetch_newest_bundle(
             raise SourceError(f"{where}: the server refused the sftp subsystem")
         with sftp:
             sftp.get_channel().settimeout(timeout_s)  # type: ignore[union-attr]
-            candidate = _newest(sftp, path, processed, where)
+            if name is not None:
+                candidate = next((c for c in _candidates(sftp, path, where) if c.name == name), None)
+                if candidate is None:
+                    raise SourceError(f"{where}: bundle {name[:80]!r} is gone from the server")
+            else:
+                candidate = _newest(sftp, path, processed, where)
             if candidate is None:
                 return None
             return candidate.name, _download(sftp, path, candidate, dest_dir, max_bundle_bytes, where)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
+from rostersync import observability
 from rostersync.errors import RunActiveError
 from rostersync.roster.product import Issue
 from rostersync.store import keys
@@ -118,11 +119,11 @@ def _fail_stalled_run(district_id: str, run_id: str) -> None:
     """The run whose expired lock was just taken over died unfinished: say so on its record."""
     stalled = get_run(district_id, run_id)
     if stalled and stalled.get("status") not in FINAL_STATUSES:
-        update_run(
+        # Ended like any run (once, with its run-end event); its lock is already the new run's.
+        finish_run(
             district_id,
             run_id,
-            status="failed",
-            finishedAt=iso(now_utc()),
+            "failed",
             message=f"stalled: unfinished after {LOCK_LIFETIME.total_seconds() / 3600:g} hours; "
             "a new run took over",
         )
@@ -186,9 +187,32 @@ def update_run(district_id: str, run_id: str, **fields: Any) -> None:
     )
 
 
-def finish_run(district_id: str, run_id: str, status: RunStatus, **fields: Any) -> None:
-    update_run(district_id, run_id, status=status, finishedAt=iso(now_utc()), **fields)
+def finish_run(district_id: str, run_id: str, status: RunStatus, **fields: Any) -> bool:
+    """End the run: its final status, its lock released, its end announced (observability).
+
+    Once per run: the write is conditional on the run not having ended, so a
+    finish that is retried or races another changes nothing, announces nothing
+    and answers False. The lock is released either way (only if still this run's).
+    """
+    values = {"status": status, "finishedAt": iso(now_utc()), **fields}
+    final = {f":final{i}": s for i, s in enumerate(sorted(FINAL_STATUSES))}
+    try:
+        answer = table().update_item(
+            Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in values),
+            ConditionExpression=f"attribute_exists(pk) AND NOT (#status IN ({', '.join(final)}))",
+            ExpressionAttributeNames={f"#{k}": k for k in values},
+            ExpressionAttributeValues={**{f":{k}": storable(v) for k, v in values.items()}, **final},
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        release_lock(district_id, run_id)
+        return False
     release_lock(district_id, run_id)
+    observability.run_finished(plain(answer["Attributes"]))
+    return True
 
 
 def finish_fetch(district_id: str, run_id: str, pages_total: int) -> None:
@@ -299,6 +323,106 @@ def begin_apply(district_id: str, run_id: str) -> bool:
             return False
         raise
     return True
+
+
+# ---- fetch invocations: one at a time, each continuing exactly one checkpoint ----
+#
+# A fetch may take several invocations (it checkpoints before the Lambda time
+# limit). The run record holds `fetchSeq`, the number of the checkpoint the
+# next invocation must continue (0: the start), and the claim of the
+# invocation working on it (`fetchClaimSeq`, `fetchClaimToken`, and
+# `fetchLeaseUntil`, when it will surely have stopped). A continue message
+# delivered twice, or a stale one, fails its claim and is dropped.
+
+
+def _claimed(update: dict[str, Any]) -> bool:
+    try:
+        table().update_item(**update)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def claim_fetch_start(
+    district_id: str, run_id: str, *, token: str, lease_until: datetime, fetch_started_at: str
+) -> bool:
+    """Move a queued run to running for the invocation holding `token`. False if it is
+    not queued, unless its first invocation died before any checkpoint (its lease
+    has passed): SQS then delivers the start again, and the fetch starts over."""
+    return _claimed(
+        {
+            "Key": {"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+            "UpdateExpression": "SET #status = :running, fetchStartedAt = :started, fetchSeq = :zero, "
+            "fetchClaimSeq = :zero, fetchClaimToken = :token, fetchLeaseUntil = :lease, fetchInvocations = :one",
+            "ConditionExpression": "#status = :queued "
+            "OR (#status = :running AND fetchSeq = :zero AND fetchLeaseUntil < :now)",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {
+                ":running": "running",
+                ":queued": "queued",
+                ":now": iso(now_utc()),
+                ":started": fetch_started_at,
+                ":zero": 0,
+                ":one": 1,
+                ":token": token,
+                ":lease": iso(lease_until),
+            },
+        }
+    )
+
+
+def claim_fetch_continue(
+    district_id: str, run_id: str, seq: int, *, token: str, lease_until: datetime
+) -> bool:
+    """Claim checkpoint `seq` of a running fetch. False for a duplicate or stale continue.
+
+    Checkpoint `seq` is claimed once; again only when the invocation that
+    claimed it is past its lease (it died without checkpointing: SQS then
+    delivers the same continue again, after its visibility timeout).
+    """
+    now = now_utc()
+    return _claimed(
+        {
+            "Key": {"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+            "UpdateExpression": "SET fetchClaimSeq = :seq, fetchClaimToken = :token, fetchLeaseUntil = :lease "
+            "ADD fetchInvocations :one",
+            "ConditionExpression": "#status = :running AND fetchSeq = :seq "
+            "AND (fetchClaimSeq < :seq OR fetchLeaseUntil < :now)",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {
+                ":running": "running",
+                ":seq": seq,
+                ":token": token,
+                ":lease": iso(lease_until),
+                ":now": iso(now),
+                ":one": 1,
+            },
+        }
+    )
+
+
+def save_fetch_checkpoint(
+    district_id: str, run_id: str, seq: int, checkpoint: dict[str, Any], *, token: str
+) -> bool:
+    """Record checkpoint `seq` (the one the next invocation continues). False if this
+    invocation lost its claim (it ran past its lease and another took over)."""
+    return _claimed(
+        {
+            "Key": {"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+            "UpdateExpression": "SET fetchSeq = :seq, fetchCheckpoint = :checkpoint",
+            "ConditionExpression": "#status = :running AND fetchClaimToken = :token AND fetchSeq = :previous",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {
+                ":running": "running",
+                ":seq": seq,
+                ":previous": seq - 1,
+                ":token": token,
+                ":checkpoint": storable(checkpoint),
+            },
+        }
+    )
 
 
 def _issue_sk(kind: str, issue: Issue) -> str:
