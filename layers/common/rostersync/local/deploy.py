@@ -20,8 +20,11 @@ moto itself (see `_Deferred`):
   the object's repr), `Architectures` too (no API can set it afterwards, so
   functions read x86_64 on the emulator);
 - `AWS::SQS::QueuePolicy`, `AWS::S3::BucketPolicy`,
-  `AWS::Lambda::EventInvokeConfig`, `AWS::ApiGateway::Stage` and
-  `AWS::Scheduler::*` are not supported at all;
+  `AWS::Lambda::EventInvokeConfig`, `AWS::ApiGateway::Stage`,
+  `AWS::CloudWatch::Alarm` and `AWS::Scheduler::*` are not supported at all
+  (the alarms are put with `PutMetricAlarm`: moto keeps them, never fires them);
+- `Ref` of an `AWS::Events::EventBus` answers the object's repr, not the
+  bus name: such `Ref`s are rewritten as `Fn::GetAtt [bus, Name]`;
 - `AWS::ApiGateway::RestApi` ignores its OpenAPI `Body`, so the deployment
   that SAM adds fails ("no methods"): the body is put with `PutRestApi` and the
   stage deployed afterwards.
@@ -69,6 +72,7 @@ OUTPUT_ENV: dict[str, str] = {
     "ApplyQueueUrl": "APPLY_QUEUE_URL",
     "SchedulerRoleArn": "SCHEDULER_ROLE_ARN",
     "SchedulerGroupName": "SCHEDULER_GROUP",
+    "RunEventBusName": "RUN_EVENT_BUS_NAME",
 }
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[4] / "template.yaml"
@@ -106,6 +110,9 @@ _DROPPED_PROPERTIES: dict[str, tuple[str, ...]] = {
     # functions read x86_64.
     "AWS::Lambda::Function": ("Layers",),
 }
+# Resource types whose `Ref` moto answers with the object's repr instead of
+# what CloudFormation answers; their `Ref`s are read through this attribute.
+_REF_ATTRIBUTE = {"AWS::Events::EventBus": "Name"}
 # Resource types that deploy_stack applies itself after the stack is created.
 _DEFERRED_TYPES = frozenset(
     {
@@ -116,6 +123,7 @@ _DEFERRED_TYPES = frozenset(
         "AWS::ApiGateway::Stage",
         "AWS::Scheduler::ScheduleGroup",
         "AWS::Scheduler::Schedule",
+        "AWS::CloudWatch::Alarm",
     }
 )
 
@@ -281,6 +289,8 @@ def prepare_for_moto(cfn: dict[str, Any]) -> tuple[dict[str, Any], _Deferred]:
     completely, and what to apply after it."""
     template = copy.deepcopy(cfn)
     resources: dict[str, Any] = template["Resources"]
+    template = _refs_as_attributes(template, resources)
+    resources = template["Resources"]
     deferred = _Deferred()
 
     for logical_id, resource in list(resources.items()):
@@ -322,6 +332,19 @@ def prepare_for_moto(cfn: dict[str, Any]) -> tuple[dict[str, Any], _Deferred]:
     return template, deferred
 
 
+def _refs_as_attributes(node: Any, resources: Mapping[str, Any]) -> Any:
+    """`{"Ref": X}` as `{"Fn::GetAtt": [X, attribute]}` where moto's `Ref` of X is wrong."""
+    if isinstance(node, dict):
+        if set(node) == {"Ref"} and isinstance(node["Ref"], str):
+            attribute = _REF_ATTRIBUTE.get(resources.get(node["Ref"], {}).get("Type", ""))
+            if attribute:
+                return {"Fn::GetAtt": [node["Ref"], attribute]}
+        return {key: _refs_as_attributes(value, resources) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_refs_as_attributes(value, resources) for value in node]
+    return node
+
+
 def _layer_name(layer: Any, resources: Mapping[str, Any]) -> Any:
     if isinstance(layer, dict) and set(layer) == {"Ref"}:
         target = resources.get(layer["Ref"], {})
@@ -353,7 +376,7 @@ def _clients(endpoint_url: str, region: str) -> dict[str, Any]:
         region_name=region,
     )
     config = BotoConfig(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=120)
-    names = ("cloudformation", "s3", "sqs", "dynamodb", "lambda", "apigateway", "scheduler")
+    names = ("cloudformation", "s3", "sqs", "dynamodb", "lambda", "apigateway", "scheduler", "cloudwatch")
     return {name: session.client(name, endpoint_url=endpoint_url, config=config) for name in names}  # type: ignore[call-overload]
 
 
@@ -501,6 +524,7 @@ _PHASE = {
     "AWS::Lambda::EventInvokeConfig": 1,
     "AWS::ApiGateway::Stage": 2,
     "AWS::Scheduler::Schedule": 2,
+    "AWS::CloudWatch::Alarm": 2,
 }
 
 
@@ -573,6 +597,9 @@ def _apply_deferred(clients: Mapping[str, Any], deferred: _Deferred, values: Map
             clients["scheduler"].create_schedule_group(Name=props.get("Name", logical_id))
         elif kind == "AWS::Scheduler::Schedule":
             clients["scheduler"].create_schedule(**{"Name": logical_id, **props})
+        elif kind == "AWS::CloudWatch::Alarm":
+            # CloudFormation's properties are PutMetricAlarm's parameters, by the same names.
+            clients["cloudwatch"].put_metric_alarm(**{"AlarmName": logical_id, **props})
 
 
 def deploy_stack(
