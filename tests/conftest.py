@@ -59,6 +59,9 @@ os.environ.update(
         "POWERTOOLS_LOGGER_LOG_EVENT": "false",
         "LOG_LEVEL": "INFO",
         "SAM_CLI_TELEMETRY": "0",
+        # The deployment's operator (template OperatorPrincipalArn): the
+        # caller of the sample events/api_*.json, allowed on every district.
+        "OPERATOR_PRINCIPAL_ARN": "arn:aws:iam::123456789012:user/rostersync-operator",
     }
 )
 for _name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN"):

@@ -78,7 +78,10 @@ def _classes(
         "resource": "/districts/{id}/classes",
         "queryStringParameters": None,
         "headers": {},
-        "requestContext": {"stage": "v1"},
+        "requestContext": {
+            "stage": "v1",
+            "identity": {"userArn": "arn:aws:iam::123456789012:user/rostersync-operator"},
+        },
         "body": None,
     }
     answer = api_app.app.resolve(event, lambda_context)

@@ -1,6 +1,9 @@
 """The HTTP API of SPEC 6, on powertools' REST resolver.
 
 Every error leaves through `_error` in the shape `{"error": {"code", "message"}}`.
+Every `/districts/{id}/...` route, the push routes included, passes through
+`_authorize_district` first: the caller must be an operator or one of the
+district's `apiCallers` (see `rostersync.api.access`), else 403.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from typing import Any, Literal
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from rostersync.api import access
+from rostersync.config import get_config
 from rostersync.errors import BadRequestError, NotFoundError, RostersyncError, RunActiveError
 from rostersync.pipeline.options import district_today
 from rostersync.pipeline.queues import RunMessage, send_run_message
@@ -83,6 +89,30 @@ def _district(district_id: str) -> str:
             f"districtId: letters, digits, '-' and '_' only, at most {MAX_DISTRICT_ID_LENGTH} characters"
         )
     return district_id
+
+
+def _authorize_district(resolver: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
+    """Tenant isolation for every route with a district in its path.
+
+    Runs before the route reads its body or anything of the district, so a
+    refused caller gets the same 403 whether the district exists or not, and
+    nothing is started or changed on its behalf.
+    """
+    district_id = resolver.context.get("_route_args", {}).get("district_id")
+    if district_id is not None:
+        _district(district_id)
+        caller = access.caller_arn(resolver.current_event.raw_event)
+        operators = access.operator_principals(get_config().operator_principal_arn)
+        settings = load_last_good(district_id)
+        district_callers = settings.api_callers if settings is not None else []
+        if not access.is_allowed(caller, operators=operators, district_callers=district_callers):
+            # For audit: the IAM principal (no session name, which may be a person's email).
+            logger.warning("api access refused", district_id=district_id, caller=access.for_log(caller))
+            raise access.forbidden(district_id)
+    return next_middleware(resolver)
+
+
+app.use(middlewares=[_authorize_district])
 
 
 def _limit() -> int:
@@ -163,14 +193,20 @@ def list_runs(district_id: str) -> dict[str, Any]:
     return _page([_run_view(i) for i in items], cursor)
 
 
+def _no_run(district_id: str, run_id: str) -> NotFoundError:
+    # A path segment that is no run id is not echoed: it may be anything (an email).
+    named = run_id if _RUN_ID.match(run_id) else "with that id"
+    return NotFoundError(f"no run {named} for district {district_id}")
+
+
 @app.get("/districts/<district_id>/runs/<run_id>")
 def get_run(district_id: str, run_id: str) -> dict[str, Any]:
     _district(district_id)
     if not _RUN_ID.match(run_id):
-        raise NotFoundError(f"no run {run_id[:40]!r} for district {district_id}")
+        raise _no_run(district_id, run_id)
     item = runs.get_run(district_id, run_id)
     if item is None:
-        raise NotFoundError(f"no run {run_id} for district {district_id}")
+        raise _no_run(district_id, run_id)
     view = _run_view(item)
     kinds: tuple[tuple[Literal["ERR", "WARN"], str], ...] = (("ERR", "errors"), ("WARN", "warnings"))
     for kind, name in kinds:
@@ -186,7 +222,7 @@ def get_run(district_id: str, run_id: str) -> dict[str, Any]:
 def _issues_page(district_id: str, run_id: str, kind: Literal["ERR", "WARN"]) -> dict[str, Any]:
     _district(district_id)
     if not _RUN_ID.match(run_id) or runs.get_run(district_id, run_id) is None:
-        raise NotFoundError(f"no run {run_id[:40]!r} for district {district_id}")
+        raise _no_run(district_id, run_id)
     items, cursor = runs.page_issues(district_id, run_id, kind, limit=_limit(), cursor=_cursor())
     return _page(items, cursor)
 

@@ -162,7 +162,7 @@ def _complete_request() -> CompleteRequest:
 def _existing_push(district_id: str, push_id: str) -> dict[str, Any]:
     push = pushes.get_push(district_id, push_id)
     if push is None:
-        raise pushes.PushNotFoundError(f"no push {push_id[:40]!r} for district {district_id}")
+        raise pushes.PushNotFoundError(pushes.no_push_message(district_id, push_id))
     return push
 
 

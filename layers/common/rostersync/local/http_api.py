@@ -1,4 +1,13 @@
-"""The HTTP API of SPEC 6 on loopback: requests become API Gateway REST proxy events."""
+"""The HTTP API of SPEC 6 on loopback: requests become API Gateway REST proxy events.
+
+There is no IAM on loopback. The event's caller (`requestContext.identity.userArn`,
+which API Gateway fills after SigV4 on AWS) is the local operator
+`LOCAL_OPERATOR_ARN` (the embedded stack makes it the deployment's operator),
+unless the request carries the local-only header `X-Rostersync-Local-Caller`:
+its value is taken as the caller's ARN, and an empty value sends no identity at
+all. Tests use it to act as a district's caller; it means nothing on AWS, where
+API Gateway builds the identity itself and a client cannot choose it.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +21,20 @@ from urllib.parse import parse_qs, urlsplit
 
 from rostersync.local.functions import Handler, LocalContext
 
+LOCAL_OPERATOR_ARN = "arn:aws:iam::123456789012:role/rostersync-local-operator"
+LOCAL_CALLER_HEADER = "X-Rostersync-Local-Caller"
+
 LocalRoute = Callable[[str, str, bytes], tuple[int, Any] | None]
 
 
-def api_gateway_event(method: str, raw_path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+def api_gateway_event(
+    method: str, raw_path: str, headers: dict[str, str], body: bytes, caller: str | None = LOCAL_OPERATOR_ARN
+) -> dict[str, Any]:
     parts = urlsplit(raw_path)
+    headers = {k: v for k, v in headers.items() if k.lower() != LOCAL_CALLER_HEADER.lower()}
+    identity: dict[str, Any] = {"sourceIp": "127.0.0.1"}
+    if caller:
+        identity |= {"userArn": caller, "accountId": caller.split(":")[4] if caller.count(":") >= 5 else None}
     query = parse_qs(parts.query, keep_blank_values=True)
     text = body.decode("utf-8", errors="replace") if body else None
     return {
@@ -35,7 +53,7 @@ def api_gateway_event(method: str, raw_path: str, headers: dict[str, str], body:
             "path": f"/v1{parts.path}",
             "stage": "v1",
             "requestId": str(uuid.uuid4()),
-            "identity": {"sourceIp": "127.0.0.1", "userArn": "arn:aws:iam::123456789012:user/local"},
+            "identity": identity,
             "accountId": "123456789012",
         },
         "body": text,
@@ -62,7 +80,9 @@ class LocalApiServer:
                     status, payload = local
                     self._send(status, {"Content-Type": "application/json"}, json.dumps(payload))
                     return
-                event = api_gateway_event(self.command, self.path, dict(self.headers.items()), body)
+                named = self.headers.get(LOCAL_CALLER_HEADER)
+                caller = LOCAL_OPERATOR_ARN if named is None else named.strip() or None
+                event = api_gateway_event(self.command, self.path, dict(self.headers.items()), body, caller)
                 answer = api_handler(event, LocalContext("ApiFunction"))
                 headers = dict(answer.get("headers") or {})
                 for name, values in (answer.get("multiValueHeaders") or {}).items():

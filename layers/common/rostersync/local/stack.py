@@ -16,7 +16,7 @@ from rostersync import aws
 from rostersync.config import get_config
 from rostersync.local.deploy import deploy_stack, env_from_outputs
 from rostersync.local.functions import REPO_ROOT, load_handler
-from rostersync.local.http_api import LocalApiServer
+from rostersync.local.http_api import LOCAL_OPERATOR_ARN, LocalApiServer
 from rostersync.local.wiring import QueuePoller, ScheduleFirer, SettingsWatcher
 
 LOCAL_AWS_ENV = {
@@ -27,6 +27,9 @@ LOCAL_AWS_ENV = {
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_METRICS_NAMESPACE": "Rostersync",
     "POWERTOOLS_SERVICE_NAME": "rostersync",
+    # The loopback API calls as this operator unless a request names another
+    # caller (local/http_api.py): no IAM here, the same authorization code.
+    "OPERATOR_PRINCIPAL_ARN": LOCAL_OPERATOR_ARN,
 }
 
 

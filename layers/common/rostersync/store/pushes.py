@@ -85,6 +85,12 @@ def is_push_id(push_id: str) -> bool:
     return bool(_PUSH_ID.match(push_id))
 
 
+def no_push_message(district_id: str, push_id: str) -> str:
+    # A path segment that is no push id is not echoed: it may be anything (an email).
+    named = push_id if is_push_id(push_id) else "with that id"
+    return f"no push {named} for district {district_id}"
+
+
 def push_sk(push_id: str) -> str:
     return f"PUSH#{push_id}"
 
@@ -142,7 +148,7 @@ def require_open(district_id: str, push_id: str) -> dict[str, Any]:
     """The push, if pages may still be sent to it and it may be completed."""
     push = get_push(district_id, push_id)
     if push is None:
-        raise PushNotFoundError(f"no push {push_id[:40]!r} for district {district_id}")
+        raise PushNotFoundError(no_push_message(district_id, push_id))
     status = status_of(push)
     if status == "expired":
         raise PushExpiredError(
