@@ -28,6 +28,17 @@ behaviour a connector meets in the field:
 * `fail_next(status, count, retry_after)` makes the next OneRoster requests
   (not the token endpoint) answer `status`, with `Retry-After` when given;
   faults come before the token check, as a gateway's would.
+* `fault(kind, ...)` injects the other ways a SIS misbehaves, on the next
+  `count` OneRoster requests whose path contains `path_contains` and whose
+  offset is at least `min_offset`: `"status"` (as `fail_next`), `"delay"`
+  (answer after `delay_s`: a timeout for a client that waits less),
+  `"reset"` (headers and half the body, then the connection is closed),
+  `"truncate"` (a complete 200 whose JSON is cut in half), `"html"` (a 200
+  HTML error page), `"empty"` (a 200 page with no records) and `"call"`
+  (run `action()` first, e.g. to change the district mid-paging).
+* `totals=False` leaves out `X-Total-Count`, `links=False` the `Link`
+  header; `past_end="404"|"400"` answers a page past the end with that
+  status instead of an empty page.
 * `requests` logs every request as `(method, path, query)`; `latency_s`
   (changeable while running) sleeps that long in each request.
 
@@ -41,18 +52,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import logging
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple, Self
+from typing import Any, Literal, NamedTuple, Self
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from rostersync.local.demo_data import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, V1P1_ROOT, DemoDistrict
@@ -153,11 +166,32 @@ class RequestLog:
 
 @dataclass
 class Reply:
-    """One HTTP answer: status, JSON body (None for none) and extra headers."""
+    """One HTTP answer: status, JSON body (None for none) and extra headers.
+
+    `raw` replaces the JSON body with these bytes (sent as `content_type`);
+    `cut_at` sends only that many body bytes, under the full Content-Length,
+    and then closes the connection.
+    """
 
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    content_type: str = "application/json"
+    cut_at: int | None = None
+
+    def payload(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        return b"" if self.body is None else json.dumps(self.body, separators=(",", ":")).encode()
+
+
+FaultKind = Literal["status", "delay", "reset", "truncate", "html", "empty", "call"]
+FAULT_KINDS: tuple[str, ...] = ("status", "delay", "reset", "truncate", "html", "empty", "call")
+_HTML_ERROR_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Service Unavailable</title></head>"
+    b"<body><h1>The SIS is down for maintenance</h1></body></html>"
+)
 
 
 @dataclass
@@ -166,6 +200,20 @@ class _Fault:
     remaining: int
     retry_after: float | None
     path_contains: str | None = None
+    kind: str = "status"
+    delay_s: float = 0.0
+    min_offset: int = 0
+    action: Callable[[], object] | None = None
+
+    def matches(self, path: str, query: dict[str, str]) -> bool:
+        if self.path_contains is not None and self.path_contains not in path:
+            return False
+        if self.min_offset:
+            try:
+                return int(query.get("offset") or 0) >= self.min_offset
+            except ValueError:
+                return False
+        return True
 
 
 class FilterError(ValueError):
@@ -408,14 +456,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(response)
 
     def _write(self, response: Reply) -> None:
-        payload = b"" if response.body is None else json.dumps(response.body, separators=(",", ":")).encode()
+        payload = response.payload()
         self.send_response(response.status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(payload)))
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(payload)
+        if response.cut_at is None:
+            self.wfile.write(payload)
+            return
+        # A connection that drops mid-response: part of the body, then nothing.
+        self.wfile.write(payload[: response.cut_at])
+        self.wfile.flush()
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def log_message(self, format: str, *args: Any) -> None:
         # The stdlib writes every request to stderr; a demo and its tests want quiet.
@@ -437,6 +493,9 @@ class DemoSis:
         latency_s: float = 0.0,
         filters: bool = True,
         vendor_envelopes: bool = False,
+        totals: bool = True,
+        links: bool = True,
+        past_end: Literal["empty", "404", "400"] = "empty",
     ) -> None:
         self.district = district
         self.host, self.port = host, port
@@ -445,6 +504,9 @@ class DemoSis:
         self.latency_s = latency_s
         self.filters = filters
         self.vendor_envelopes = vendor_envelopes
+        self.totals = totals
+        self.links = links
+        self.past_end = past_end
         self.requests = RequestLog()
         self._tokens: dict[str, float] = {}
         self._faults: list[_Fault] = []
@@ -507,8 +569,39 @@ class DemoSis:
     ) -> None:
         """Answer the next `count` OneRoster requests with `status` (token requests are spared);
         with `path_contains`, only requests whose path contains it (e.g. "/enrollments")."""
+        self.fault("status", count=count, status=status, retry_after=retry_after, path_contains=path_contains)
+
+    def fault(
+        self,
+        kind: FaultKind,
+        *,
+        count: int = 1,
+        path_contains: str | None = None,
+        min_offset: int = 0,
+        status: int = 503,
+        retry_after: float | None = None,
+        delay_s: float = 0.0,
+        action: Callable[[], object] | None = None,
+    ) -> None:
+        """Misbehave on the next `count` matching OneRoster requests (see the module doc)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+        if kind == "call" and action is None:
+            raise ValueError("a 'call' fault needs an action")
         with self._lock:
-            self._faults.append(_Fault(status, count, retry_after, path_contains))
+            self._faults.append(
+                _Fault(status, count, retry_after, path_contains, kind, delay_s, min_offset, action)
+            )
+
+    def clear_faults(self) -> None:
+        """Drop every fault not yet used up."""
+        with self._lock:
+            self._faults.clear()
+
+    def pending_faults(self) -> int:
+        """How many injected answers are still to come."""
+        with self._lock:
+            return sum(fault.remaining for fault in self._faults)
 
     def expire_tokens(self) -> None:
         """Forget every issued token, as when they expire mid-run."""
@@ -552,10 +645,10 @@ class DemoSis:
             answer["scope"] = form["scope"]
         return Reply(200, answer, {"Cache-Control": "no-store"})
 
-    def _take_fault(self, path: str) -> _Fault | None:
+    def _take_fault(self, path: str, query: dict[str, str]) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.path_contains is None or fault.path_contains in path:
+                if fault.matches(path, query):
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self._faults.remove(fault)
@@ -573,10 +666,30 @@ class DemoSis:
     def _oneroster(
         self, method: str, version: str, rest: str, query: dict[str, str], headers: dict[str, str]
     ) -> Reply:
-        fault = self._take_fault(rest)
-        if fault is not None:
+        fault = self._take_fault(rest, query)
+        if fault is not None and fault.kind == "status":
             extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
             return _error(fault.status, f"injected failure {fault.status}", headers=extra)
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.delay_s)
+        if fault is not None and fault.kind == "call" and fault.action is not None:
+            fault.action()
+        reply = self._serve_oneroster(method, version, rest, query, headers)
+        if fault is None or reply.status != 200:
+            return reply
+        if fault.kind == "reset":
+            reply.cut_at = len(reply.payload()) // 2
+        elif fault.kind == "truncate":
+            reply.raw = reply.payload()[: len(reply.payload()) // 2]
+        elif fault.kind == "html":
+            reply.raw, reply.content_type = _HTML_ERROR_PAGE, "text/html"
+        elif fault.kind == "empty" and isinstance(reply.body, dict):
+            reply.body = {key: [] for key in reply.body}
+        return reply
+
+    def _serve_oneroster(
+        self, method: str, version: str, rest: str, query: dict[str, str], headers: dict[str, str]
+    ) -> Reply:
         if not self._authorized(headers):
             challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
             return _error(401, "missing or invalid bearer token", headers=challenge)
@@ -614,15 +727,19 @@ class DemoSis:
             selected = self._view(district, name, collection, filter_text)
         except FilterError as error:
             return _error(400, str(error), "invalid_filter_field")
+        if offset and offset >= len(selected) and self.past_end != "empty":
+            status = int(self.past_end)
+            return _error(status, f"offset {offset} is past the end ({len(selected)} records)")
         page = selected[offset : offset + limit]
         envelope = (
             _VENDOR_ENVELOPES.get(name, collection.envelope) if self.vendor_envelopes else collection.envelope
         )
         body = {envelope: [self._shape(version, collection.entity, record, district) for record in page]}
-        headers = {
-            "X-Total-Count": str(len(selected)),
-            "Link": self._link_header(version, name, query, limit, offset, len(selected)),
-        }
+        headers = {}
+        if self.totals:
+            headers["X-Total-Count"] = str(len(selected))
+        if self.links:
+            headers["Link"] = self._link_header(version, name, query, limit, offset, len(selected))
         return Reply(200, body, headers)
 
     def _view(

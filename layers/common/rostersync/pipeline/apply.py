@@ -59,12 +59,28 @@ def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> 
         return None
     try:
         return _apply(district_id, run, settings, now, log)
-    except Exception:
+    except Exception as error:
         logger.exception("apply failed", **log)
-        runs.finish_run(
-            district_id, run_id, "failed", message="applying the changes failed; nothing was deleted"
+        cause = error.__cause__ if isinstance(error, PartlyAppliedError) else error
+        kind = _failure_kind(cause or error)
+        message = (
+            f"applying the changes failed part-way ({kind}); the next run completes them"
+            if isinstance(error, PartlyAppliedError)
+            else f"applying the changes failed ({kind}); the product was not changed"
         )
+        runs.finish_run(district_id, run_id, "failed", message=message)
         raise
+
+
+class PartlyAppliedError(Exception):
+    """Product writes had begun when the apply failed: some changes are in, some not."""
+
+
+def _failure_kind(error: BaseException) -> str:
+    # The kind only: an exception's text may quote a record.
+    response = getattr(error, "response", None)  # botocore's ClientError carries the AWS error code
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return str(code) if code else type(error).__name__
 
 
 def _apply(
@@ -105,7 +121,10 @@ def _apply(
         logger.info("dry run previewed", **log)
         return counts
 
-    writes = plan.write(district_id, deletions=not tripped)
+    try:
+        writes = plan.write(district_id, deletions=not tripped)
+    except Exception as error:
+        raise PartlyAppliedError from error
     if not tripped:
         for entity, ids in absent.items():
             roster.delete_mirror(district_id, entity, ids)
