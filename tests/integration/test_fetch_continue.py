@@ -341,3 +341,27 @@ def test_sftp_bundle_continue_reads_the_bundle_it_began(tmp_path):
         began.unlink()
         with pytest.raises(SourceError, match=r"'a\.zip' is gone"):
             connect(RunMessage(type="continue", districtId=DISTRICT, runId="r", checkpoint=checkpoint))
+
+
+def test_a_continuation_that_cannot_be_queued_fails_the_run_instead_of_leaving_it_running(
+    clean_stack, aws_clients, handlers, load_event, lambda_context, sis, monkeypatch
+):
+    from rostersync.pipeline import fetch
+
+    _connect(aws_clients, DISTRICT, sis.url)
+
+    def refused(message: RunMessage) -> None:
+        raise RuntimeError("queue unavailable")
+
+    monkeypatch.setattr(fetch, "send_run_message", refused)
+    run_id = runs.start_run(DISTRICT, trigger="api", mode="full")["runId"]
+    lambda_context.set_remaining_time_in_millis(REMAINING_MS)
+    handlers["fetch_roster"](_sqs_event(load_event("run_continue"), [_start_body(run_id)]), lambda_context)
+
+    run = runs.get_run(DISTRICT, run_id)
+    assert run["status"] == "failed"
+    assert run["message"].startswith("fetch failed: its continuation could not be queued (RuntimeError)")
+    assert runs.get_district(DISTRICT).get("watermark") is None  # nothing was applied
+    assert list(roster.iter_product(DISTRICT, "users")) == []
+    # The lock is free: the next run can start
+    assert runs.start_run(DISTRICT, trigger="api", mode="full")["runId"] != run_id

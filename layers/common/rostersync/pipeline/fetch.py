@@ -304,15 +304,29 @@ def _continue_later(
         # This invocation outlived its lease and another took the run over.
         logger.warning("checkpoint not saved: the fetch was taken over", **log)
         return
-    send_run_message(
-        RunMessage(
-            type="continue",
-            districtId=district_id,
-            trigger=message.trigger,
-            runId=run_id,
-            checkpoint=checkpoint,
+    try:
+        send_run_message(
+            RunMessage(
+                type="continue",
+                districtId=district_id,
+                trigger=message.trigger,
+                runId=run_id,
+                checkpoint=checkpoint,
+            )
         )
-    )
+    except Exception as error:
+        # The checkpoint is saved but nothing will continue it: a redelivery of this
+        # message is now stale. End the run (it deleted nothing) rather than leave it
+        # running until its lock expires; the next run starts afresh.
+        logger.exception("continue message not sent", **log)
+        runs.finish_run(
+            district_id,
+            run_id,
+            "failed",
+            message=f"fetch failed: its continuation could not be queued ({type(error).__name__}); "
+            "nothing was deleted",
+        )
+        return
     logger.info("fetch checkpointed", entity=state.entity, pages=sum(state.pages.values()), **log)
 
 
