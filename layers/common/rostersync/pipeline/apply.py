@@ -141,6 +141,10 @@ def _apply(
     else:
         runs.finish_run(district_id, run_id, "succeeded", **fields)
         logger.info("run succeeded", item_writes=writes + source_writes, **log)
+    if run.get("bundleName"):
+        # Applied (halted runs too: their other changes are in): the bundle is done.
+        # A run that failed leaves it unprocessed, so the next run reads it again.
+        runs.mark_bundle_processed(district_id, str(run["bundleName"]))
     # A halted run applied its other changes: the next incremental run starts from here.
     runs.set_watermark(district_id, run.get("fetchStartedAt") or run["startedAt"], run_id)
     return counts

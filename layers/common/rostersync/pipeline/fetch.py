@@ -273,10 +273,10 @@ def fetch_run(
         manifest_key(district_id, run_id),
         {"runId": run_id, "pages": pages, "total": total, "completeEntities": complete},
     )
-    runs.update_run(district_id, run_id, completeEntities=complete)
     bundle_name = message.checkpoint.get("bundleName")
-    if bundle is not None and bundle_name:
-        runs.mark_bundle_processed(district_id, str(bundle_name))
+    # The bundle counts as processed only once its run has applied it (apply marks it).
+    extra = {"bundleName": str(bundle_name)} if bundle is not None and bundle_name else {}
+    runs.update_run(district_id, run_id, completeEntities=complete, **extra)
     runs.finish_fetch(district_id, run_id, total)
     logger.info("fetch complete", pages=total, invocations=state.seq + 1, **log)
     queue_apply_when_ready(district_id, run_id)
