@@ -33,6 +33,9 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
+bench: $(STAMP)  ## S and M districts through the real pipeline (BENCH_SIZES=S,M,XL adds XL); docs/benchmarks.md
+	$(BIN)/rostersync bench
+
 local: $(STAMP)  ## the embedded stack in the foreground (API :3000, AWS emulator :5000)
 	$(BIN)/rostersync local up
 

@@ -14,6 +14,8 @@ def _quiet_logs() -> None:
     import os
 
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    # Each run's EMF metrics line is for CloudWatch, not for the demo's reader.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
 
@@ -49,6 +51,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    _quiet_logs()
+    from pathlib import Path
+
+    from rostersync.bench.runner import options_from_env, run_bench
+
+    overrides: dict[str, object] = {"page_size": args.page_size, "latency_s": args.latency_ms / 1000}
+    overrides |= {"transform_workers": args.transform_workers, "out": Path(args.out)}
+    if args.sizes:
+        overrides["sizes"] = tuple(s.strip().upper() for s in args.sizes.split(",") if s.strip())
+    run_bench(options_from_env(**overrides), say=lambda text: print(text, flush=True))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rostersync", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--version", choices=("1.1", "1.2"), default="1.1", help="OneRoster REST version")
     demo.set_defaults(func=cmd_demo)
+
+    bench = commands.add_parser("bench", help="measure the pipeline (docs/benchmarks.md)")
+    bench.add_argument("--sizes", help="comma-separated of T, S, M, XL (default: $BENCH_SIZES or S,M)")
+    bench.add_argument("--page-size", type=int, default=1000, help="source page size (default 1000)")
+    bench.add_argument("--latency-ms", type=float, default=0.0, help="demo SIS latency per page in the syncs")
+    bench.add_argument("--transform-workers", type=int, default=2, help="transform processes (default 2)")
+    bench.add_argument("--out", default="bench-results.json", help="results file")
+    bench.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

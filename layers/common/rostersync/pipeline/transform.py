@@ -8,6 +8,7 @@ is counted once. The last page of a run to be counted queues the apply stage.
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -49,12 +50,30 @@ def _newer(record: Record, other: Record) -> bool:
     return mine > theirs  # type: ignore[operator]
 
 
+_DOC_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
+
+
 def mirror_doc(record: Record, run_id: str) -> tuple[str, str, str]:
     """(sourcedId, normalized JSON, version); versions compare as `_version_key` says."""
-    doc = orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS).decode()
-    digest = hashlib.blake2b(doc.encode(), digest_size=12).hexdigest()
-    dlm = record.dateLastModified.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if record.dateLastModified else ""
-    return record.sourcedId, doc, f"{dlm}|{run_id}|{digest}"
+    try:
+        # The hot path of every page. A record's __dict__ holds exactly its fields, and
+        # orjson writes them as pydantic's JSON mode does (UTC datetimes with `Z`, dates,
+        # tuples as lists): the same bytes, three times faster than model_dump. Checked
+        # against model_dump in tests/unit/test_bench.py.
+        raw = orjson.dumps(record.__dict__, option=_DOC_OPTIONS)
+    except TypeError:  # a field type orjson does not know: the general path
+        raw = orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.blake2b(raw, digest_size=12).hexdigest()
+    return record.sourcedId, raw.decode(), f"{_dlm_text(record.dateLastModified)}|{run_id}|{digest}"
+
+
+def _dlm_text(moment: datetime | None) -> str:
+    """dateLastModified as `%Y-%m-%dT%H:%M:%S.%fZ` (isoformat is the fast spelling of it)."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is UTC and moment.year >= 1000:  # strftime does not pad years below 1000
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _version_key(version: str) -> tuple[str, str, str]:
