@@ -23,7 +23,7 @@ from rostersync.local.demo_data import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DemoD
 from rostersync.local.demo_sis import DemoSis
 from rostersync.local.powerschool_sis import PowerSchoolSis
 from rostersync.pipeline.fetch import FetchBudget
-from rostersync.sources.base import Connector, SourcePage, resume_by_skipping
+from rostersync.sources.base import ENTITIES, Connector, SourcePage, resume_by_skipping
 from rostersync.sources.oneroster_csv import OneRosterCsvBundle
 from rostersync.sources.oneroster_rest import OneRosterRestConnector
 from rostersync.sources.powerschool import PowerSchoolConnector
@@ -203,3 +203,55 @@ def test_budget_keeps_a_reserve_and_honours_the_configured_cap(monkeypatch: pyte
     finally:
         monkeypatch.delenv("FETCH_TIME_BUDGET_S")
         get_config.cache_clear()
+
+
+class _Clock:
+    """Time that moves only when a page is read (no wall clock: the machine is noisy)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _TimedConnector:
+    """Every entity has `per_entity` pages; reading one takes `page_s` of the fake clock."""
+
+    def __init__(self, clock: _Clock, page_s: float, per_entity: int = 5) -> None:
+        self.clock, self.page_s, self.per_entity = clock, page_s, per_entity
+        self.started: list[tuple[str, int, float]] = []  # (entity, page, clock when its read began)
+
+    def pages(self, entity, since=None, start=None):  # type: ignore[no-untyped-def]
+        for number in range(int((start or {}).get("page", 0)), self.per_entity):
+            self.started.append((entity, number, self.clock.now))
+            self.clock.now += self.page_s
+            yield SourcePage(entity=entity, number=number, records=[{"sourcedId": f"{entity}{number}"}])
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("budget_s", "page_s"), [(1.0, 0.3), (0.6, 0.05), (10.0, 0.7), (0.0, 0.2)])
+def test_stage_starts_no_page_it_cannot_finish_within_the_budget(
+    monkeypatch: pytest.MonkeyPatch, budget_s: float, page_s: float
+) -> None:
+    from rostersync.pipeline import fetch
+
+    monkeypatch.setattr(fetch, "put_json", lambda key, body: None)  # S3 is not what is tested here
+    clock = _Clock()
+    connector = _TimedConnector(clock, page_s)
+    budget = FetchBudget(seconds=budget_s, lease_until=datetime.now(UTC), clock=clock)
+    state = fetch.FetchState(seq=0, mode="full", since=None)
+
+    finished = fetch._stage(connector, "d", "r", state, budget)  # type: ignore[arg-type]
+
+    assert not finished
+    # At least one page per invocation (a fetch always advances) ...
+    assert len(connector.started) >= 1
+    # ... and past the first, a page starts only while the time left covers the slowest page seen
+    assert all(began + page_s <= budget_s + 1e-9 for _, _, began in connector.started[1:])
+    assert clock.now <= max(budget_s, page_s) + 1e-9
+    # Nothing later was given up: the next page is the checkpoint's
+    pages_read = len(connector.started)
+    assert (ENTITIES.index(state.entity) * 5 + int((state.position or {}).get("page", 0))) == pages_read
