@@ -115,7 +115,9 @@ def _ordered(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield item
 
 
-def plan_kind_bounded(kind: str, working_set: WorkingSet, stored: Iterable[dict[str, Any]]) -> SpooledKindPlan:
+def plan_kind_bounded(
+    kind: str, working_set: WorkingSet, stored: Iterable[dict[str, Any]]
+) -> SpooledKindPlan:
     """`changes.plan_kind` over the working set's items and the stored items, both in id order."""
     db = working_set.db
     db.execute(
@@ -222,4 +224,6 @@ def plan_bounded(
         rows = mirror(entity) if callable(mirror) else mirror.get(entity, ())
         working_set.load(entity, rows)
     working_set.compute()
-    return BoundedResult(working_set, {kind: plan_kind_bounded(kind, working_set, stored(kind)) for kind in KINDS})
+    return BoundedResult(
+        working_set, {kind: plan_kind_bounded(kind, working_set, stored(kind)) for kind in KINDS}
+    )

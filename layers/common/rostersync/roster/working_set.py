@@ -33,9 +33,14 @@ from typing import Any
 from rostersync.roster.class_names import class_name
 from rostersync.roster.compute import MAIN_LOCATION, RosterOptions, valid_email
 from rostersync.roster.models import ENTITY_MODELS, AcademicSession, Enrollment, Org, RosterClass, User
-from rostersync.roster.product import Issue, ProductClass, ProductEnrollment, ProductUser
+from rostersync.roster.product import Issue, ProductClass, ProductUser
 from rostersync.roster.roles import product_role
-from rostersync.roster.usernames import UsernameCandidate, sourced_id_order, username_conflict, wanted_username
+from rostersync.roster.usernames import (
+    UsernameCandidate,
+    sourced_id_order,
+    username_conflict,
+    wanted_username,
+)
 from rostersync.roster.visibility import class_start_date, visible_from
 
 BATCH = 5000
@@ -49,21 +54,21 @@ def order_key(sourced_id: str) -> str:
 
 
 _SCHEMA = """
-CREATE TABLE orgs(sid TEXT PRIMARY KEY, type TEXT, name TEXT);
-CREATE TABLE terms(sid TEXT PRIMARY KEY, title TEXT, start TEXT);
-CREATE TABLE classes(sid TEXT PRIMARY KEY, school_id TEXT, doc TEXT, kept INTEGER DEFAULT 0);
+CREATE TABLE orgs(sid TEXT PRIMARY KEY, type TEXT, name TEXT) WITHOUT ROWID;
+CREATE TABLE terms(sid TEXT PRIMARY KEY, title TEXT, start TEXT) WITHOUT ROWID;
+CREATE TABLE classes(sid TEXT PRIMARY KEY, school_id TEXT, doc TEXT, kept INTEGER DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE users(
     sid TEXT PRIMARY KEY, ord TEXT, role TEXT, email TEXT, username TEXT,
-    given TEXT, family TEXT, enabled INTEGER, org_ids TEXT, teaches INTEGER DEFAULT 0);
+    given TEXT, family TEXT, enabled INTEGER, org_ids TEXT, teaches INTEGER DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE enr(
     sid TEXT PRIMARY KEY, class_id TEXT, user_id TEXT, role TEXT, begin TEXT, end_ TEXT,
-    state INTEGER DEFAULT 0);
-CREATE TABLE schools(sid TEXT PRIMARY KEY, name TEXT);
+    state INTEGER DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE schools(sid TEXT PRIMARY KEY, name TEXT) WITHOUT ROWID;
 -- users that pass role and email rules; the losers of a duplicate email are deleted from it
-CREATE TABLE cand(sid TEXT PRIMARY KEY, ord TEXT, email TEXT, email_lc TEXT, prole TEXT);
-CREATE TABLE losers(sid TEXT PRIMARY KEY);
-CREATE TABLE taken(key TEXT PRIMARY KEY, sid TEXT);
-CREATE TABLE uname(sid TEXT PRIMARY KEY, username TEXT);
+CREATE TABLE cand(sid TEXT PRIMARY KEY, ord TEXT, email TEXT, email_lc TEXT, prole TEXT) WITHOUT ROWID;
+CREATE TABLE losers(sid TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE taken(key TEXT PRIMARY KEY, sid TEXT) WITHOUT ROWID;
+CREATE TABLE uname(sid TEXT PRIMARY KEY, username TEXT) WITHOUT ROWID;
 CREATE TABLE issues(kind TEXT, entity TEXT, ord TEXT, sid TEXT, reason TEXT);
 """
 
@@ -122,7 +127,9 @@ class WorkingSet:
         db.execute("BEGIN")
         if options.auto_create_schools:
             db.execute("INSERT INTO schools SELECT sid, name FROM orgs WHERE type = 'school'")
-            db.execute("UPDATE classes SET kept = EXISTS (SELECT 1 FROM schools s WHERE s.sid = classes.school_id)")
+            db.execute(
+                "UPDATE classes SET kept = EXISTS (SELECT 1 FROM schools s WHERE s.sid = classes.school_id)"
+            )
         else:
             db.execute("INSERT INTO schools VALUES (?, ?)", (MAIN_LOCATION.id, MAIN_LOCATION.name))
             db.execute("UPDATE classes SET kept = 1")
@@ -130,8 +137,10 @@ class WorkingSet:
         self._issues(
             "ERR",
             "classes",
-            ((sid, f"unknown school {school!r}") for sid, school in db.execute(
-                "SELECT sid, school_id FROM classes WHERE kept = 0")),
+            (
+                (sid, f"unknown school {school!r}")
+                for sid, school in db.execute("SELECT sid, school_id FROM classes WHERE kept = 0")
+            ),
         )
 
         db.execute(
@@ -146,7 +155,12 @@ class WorkingSet:
             "ERR",
             "enrollments",
             (
-                (sid, f"unknown or rejected class {cid!r}" if state == _UNKNOWN_CLASS else f"unknown user {uid!r}")
+                (
+                    sid,
+                    f"unknown or rejected class {cid!r}"
+                    if state == _UNKNOWN_CLASS
+                    else f"unknown user {uid!r}",
+                )
                 for sid, cid, uid, state in db.execute(
                     "SELECT sid, class_id, user_id, state FROM enr WHERE state IN (?, ?)",
                     (_UNKNOWN_CLASS, _UNKNOWN_USER),
@@ -168,10 +182,11 @@ class WorkingSet:
 
     def _candidates(self) -> None:
         """Role and email rules, one user at a time."""
-        options, errors = self.options, []
+        options = self.options
+        errors: list[tuple[str, str]] = []
+        candidates: list[tuple[str, str, str, str, str]] = []
         self.db.execute("BEGIN")
         rows = self.db.execute("SELECT sid, ord, role, email, teaches FROM users")
-        candidates = []
         for sid, ord_, role, email, teaches in rows:
             prole = product_role(
                 role,
@@ -196,7 +211,7 @@ class WorkingSet:
         self._issues("ERR", "users", errors)
         self.db.execute("COMMIT")
 
-    def _insert_candidates(self, candidates: list[tuple[str, ...]]) -> None:
+    def _insert_candidates(self, candidates: list[tuple[str, str, str, str, str]]) -> None:
         # A second cursor: inserting into `cand` does not disturb the read of `users`.
         self.db.executemany("INSERT INTO cand VALUES (?, ?, ?, ?, ?)", candidates)
         candidates.clear()
@@ -237,7 +252,9 @@ class WorkingSet:
         )
         for sid, email, source_username in rows:
             user = UsernameCandidate(sid, email, source_username)
-            name, issue = wanted_username(user, use_source=options.username_source, rules=options.username_rules)
+            name, issue = wanted_username(
+                user, use_source=options.username_source, rules=options.username_rules
+            )
             if issue is not None:
                 warnings.append((sid, issue.reason))
             key = name.lower()
@@ -358,8 +375,10 @@ class WorkingSet:
                WHERE e.state = ? AND EXISTS (SELECT 1 FROM cand c WHERE c.sid = e.user_id) ORDER BY e.sid""",
             (_IN_FORCE,),
         )
+        # ProductEnrollment's JSON form, built directly: millions of them, all plain strings
+        # (the equality tests check it against the model's own dump).
         for sid, class_id, user_id, role in rows:
-            yield ProductEnrollment(id=sid, classId=class_id, userId=user_id, role=role).model_dump(mode="json")
+            yield {"id": sid, "classId": class_id, "userId": user_id, "role": role}
 
     def has_user_email(self, email: Any) -> bool:
         """Whether an imported (computed) user has exactly this email."""
