@@ -35,7 +35,11 @@ USERS_PER_CLASS = 25  # students per class section; one teacher each
 
 
 class District:
-    def __init__(self, users: int, per_user: int) -> None:
+    def __init__(
+        self, users: int, per_user: int, *, username_pool: int = 100_000, shared_email_every: int = 50_000
+    ) -> None:
+        self.username_pool = username_pool
+        self.shared_email_every = shared_email_every
         self.students = users - users // USERS_PER_CLASS
         self.teachers = users // USERS_PER_CLASS
         self.classes = self.teachers * per_user  # each teacher teaches `per_user` sections
@@ -78,12 +82,14 @@ class District:
         for n in range(self.students + self.teachers):
             sid = self.user_id(n)
             teacher = n >= self.students
-            email = "shared@x.org" if n % 50_000 == 7 else f"{sid}@x.org"  # a few duplicate emails
+            email = (
+                "shared@x.org" if n % self.shared_email_every == 7 else f"{sid}@x.org"
+            )  # a few duplicate emails
             doc = {
                 "sourcedId": sid,
                 "role": "teacher" if teacher else ("parent" if n % 97 == 0 else "student"),
                 "email": "" if n % 10_007 == 3 else email,
-                "username": f"user{n % 100_000}",  # conflicts past 100,000 users
+                "username": f"user{n % self.username_pool}",  # conflicts past the pool
                 "givenName": f"G{n}",
                 "familyName": f"F{n}",
                 "enabledUser": n % 101 != 0,

@@ -372,3 +372,39 @@ def test_emails_that_differ_only_in_case_resolve_usernames_as_resolve_usernames_
     snap = Snapshot(users={u.sourcedId: u for u in users})
     options = RosterOptions(username_source=True, auto_create_schools=False)
     assert compute_bounded(snap, options, TODAY) == compute_product(snap, options, TODAY)
+
+
+def test_the_bench_district_is_planned_exactly_as_in_memory() -> None:
+    # The synthetic district of tests/bench (duplicate and missing emails, username conflicts,
+    # parents, ended enrollments, a ghost class, hidden future classes), at 3,000 users.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    from bounded_apply_memory import District
+
+    district = District(3000, 7, username_pool=1000, shared_email_every=500)
+    options = RosterOptions(username_source=True, class_name_fields=("period", "term"))
+    snap = Snapshot(
+        **{
+            name: {sid: normalize_json(entity, doc) for sid, doc, _ in district.mirror(entity)}
+            for entity, name in SNAPSHOT_FIELDS.items()
+        }
+    )
+    expected = compute_product(snap, options, TODAY)
+    assert expected.errors and expected.warnings and expected.classes
+    with WorkingSet(options, TODAY) as ws:
+        result = plan_bounded(district.mirror, lambda kind: district.stored(kind), ws)
+        assert state_of(ws) == expected
+        for kind in PRODUCT_KINDS:
+            want, have = old_plan(kind, expected, list(district.stored(kind))), result.kinds[kind]
+            assert list(have.iter_creates()) == want.creates
+            assert list(have.iter_updates()) == want.updates
+            assert list(have.iter_removals()) == want.removals
+            assert (have.unchanged, have.active_before) == (want.unchanged, want.active_before)
+
+
+def normalize_json(entity: str, doc: str) -> Any:
+    from rostersync.roster.models import ENTITY_MODELS
+
+    return ENTITY_MODELS[entity].model_validate_json(doc)
