@@ -408,3 +408,56 @@ def normalize_json(entity: str, doc: str) -> Any:
     from rostersync.roster.models import ENTITY_MODELS
 
     return ENTITY_MODELS[entity].model_validate_json(doc)
+
+
+@pytest.mark.parametrize("deletions", [True, False])
+def test_the_spooled_writes_are_plan_kinds_writes(deletions: bool) -> None:
+    # Given a plan with creates, updates and removals of every kind
+    snap = users_snapshot(raw_user("1", "one@x.org"), raw_user("2", "two@x.org"))
+    stored = {
+        "users": [
+            {**product_doc("2"), "givenName": "old"},
+            {**product_doc("3"), "email": "three@x.org"},
+        ],
+        "schools": [{"id": "gone", "name": "Gone"}],
+    }
+    expected = compute_product(snap, RosterOptions(auto_create_schools=False), TODAY)
+    with WorkingSet(RosterOptions(auto_create_schools=False), TODAY) as ws:
+        result = plan_bounded(
+            {"users": mirror_rows(snap, "users")}, lambda kind: iter(stored.get(kind, [])), ws
+        )
+        # When both plans are written
+        have, want = (
+            record_writes(result, deletions),
+            record_writes(
+                changes.ChangePlan({k: old_plan(k, expected, stored.get(k, [])) for k in changes.KINDS}),
+                deletions,
+            ),
+        )
+    # Then the same items are put and deleted, in the same order
+    assert have == want
+    assert any(call[0] == "delete" and call[2] for call in have) is deletions
+
+
+def product_doc(sid: str) -> dict[str, Any]:
+    return {"id": sid, "sourcedId": sid, "email": f"{sid}@x.org", "username": f"{sid}@x.org",
+            "givenName": "", "familyName": "", "role": "Student", "status": "active", "schoolIds": ["main"]}  # fmt: skip
+
+
+def record_writes(plan: Any, deletions: bool) -> list[tuple[str, str, list[Any]]]:
+    calls: list[tuple[str, str, list[Any]]] = []
+
+    def put(_district: str, kind: str, items: Any) -> int:
+        calls.append(("put", kind, list(items)))
+        return len(calls[-1][2])
+
+    def delete(_district: str, kind: str, ids: Any) -> int:
+        calls.append(("delete", kind, list(ids)))
+        return len(calls[-1][2])
+
+    with (
+        patch.object(changes.roster, "write_product", put),
+        patch.object(changes.roster, "delete_product", delete),
+    ):
+        plan.write("d1", deletions=deletions)
+    return calls
