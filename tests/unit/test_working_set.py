@@ -461,3 +461,34 @@ def record_writes(plan: Any, deletions: bool) -> list[tuple[str, str, list[Any]]
     ):
         plan.write("d1", deletions=deletions)
     return calls
+
+
+def test_plan_district_reads_the_mirror_and_the_product_of_its_district_only() -> None:
+    from rostersync.pipeline.bounded_changes import plan_district
+
+    snap = users_snapshot(raw_user("1", "one@x.org"))
+    asked: list[tuple[str, str]] = []
+
+    def iter_mirror(district: str, entity: str) -> Any:
+        asked.append((district, entity))
+        return iter(mirror_rows(snap, entity))
+
+    def iter_product(district: str, kind: str) -> Any:
+        asked.append((district, kind))
+        return iter([product_doc("0")] if kind == "users" else [])
+
+    with (
+        patch.object(changes.roster, "iter_mirror", iter_mirror),
+        patch.object(changes.roster, "iter_product", iter_product),
+        WorkingSet(RosterOptions(auto_create_schools=False), TODAY) as ws,
+    ):
+        result = plan_district("d1", ws)
+        assert result.counts()["users"] == {
+            "created": 1,
+            "updated": 0,
+            "deleted": 1,
+            "unchanged": 0,
+            "rejected": 0,
+        }
+    assert {district for district, _ in asked} == {"d1"}
+    assert len(asked) == 5 + 4
