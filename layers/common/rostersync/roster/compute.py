@@ -77,7 +77,7 @@ _EMAIL = re.compile(
 )
 
 
-def _valid_email(email: str) -> bool:
+def valid_email(email: str) -> bool:
     return len(email) <= 254 and _EMAIL.fullmatch(email) is not None
 
 
@@ -169,7 +169,7 @@ def _product_users(
         if not user.email:
             state.errors.append(Issue(entity="users", sourcedId=user.sourcedId, reason="no email"))
             continue
-        if not _valid_email(user.email):
+        if not valid_email(user.email):
             state.errors.append(Issue(entity="users", sourcedId=user.sourcedId, reason="invalid email"))
             continue
         roles[user.sourcedId] = role

@@ -67,6 +67,32 @@ def sourced_id_order(sourced_id: str) -> tuple[int, str]:
     return (1, sourced_id)
 
 
+def wanted_username(
+    user: UsernameCandidate, *, use_source: bool, rules: Sequence[Any]
+) -> tuple[str, UsernameIssue | None]:
+    """The username a user asks for before conflicts: the email, or the source username
+    through the rules (the email, with an issue, when that is empty or too long)."""
+    if not use_source:
+        return user.email, None
+    name = apply_username_rules(user.source_username, rules).strip() if user.source_username else ""
+    if not name:
+        return user.email, UsernameIssue(user.sourced_id, "empty source username: the email is the username")
+    if len(name) > MAX_USERNAME_LENGTH:  # rules such as prefix or regex can grow it
+        reason = f"username longer than {MAX_USERNAME_LENGTH} characters: the email is the username"
+        return user.email, UsernameIssue(user.sourced_id, reason)
+    return name, None
+
+
+def username_conflict(sourced_id: str, holder: str | None, email_owner: str) -> str:
+    """Why a user cannot have the username it wants ('' when it can): an earlier user
+    (`holder`) took it, or it is the email of another user (`email_owner`)."""
+    if holder is not None:
+        return f"username conflict with sourcedId {holder}: the email is the username"
+    if email_owner != sourced_id:
+        return f"username is the email of sourcedId {email_owner}: the email is the username"
+    return ""
+
+
 def resolve_usernames(
     users: Iterable[UsernameCandidate], *, use_source: bool, rules: Sequence[Any]
 ) -> tuple[dict[str, str], list[UsernameIssue]]:
@@ -81,17 +107,9 @@ def resolve_usernames(
     issues: list[UsernameIssue] = []
     wanted: dict[str, str] = {}
     for user in ordered:
-        if not use_source:
-            wanted[user.sourced_id] = user.email
-            continue
-        name = apply_username_rules(user.source_username, rules).strip() if user.source_username else ""
-        if not name:
-            issues.append(UsernameIssue(user.sourced_id, "empty source username: the email is the username"))
-            name = user.email
-        elif len(name) > MAX_USERNAME_LENGTH:  # rules such as prefix or regex can grow it
-            reason = f"username longer than {MAX_USERNAME_LENGTH} characters: the email is the username"
-            issues.append(UsernameIssue(user.sourced_id, reason))
-            name = user.email
+        name, issue = wanted_username(user, use_source=use_source, rules=rules)
+        if issue is not None:
+            issues.append(issue)
         wanted[user.sourced_id] = name
 
     # Every email belongs to its user: a username that is someone else's email
@@ -102,14 +120,7 @@ def resolve_usernames(
     for user in ordered:
         name = wanted[user.sourced_id]
         key = name.lower()
-        holder = taken.get(key)
-        owner = email_owner.get(key, user.sourced_id)
-        if holder is not None:
-            reason = f"username conflict with sourcedId {holder}: the email is the username"
-        elif owner != user.sourced_id:
-            reason = f"username is the email of sourcedId {owner}: the email is the username"
-        else:
-            reason = ""
+        reason = username_conflict(user.sourced_id, taken.get(key), email_owner.get(key, user.sourced_id))
         if reason:
             issues.append(UsernameIssue(user.sourced_id, reason))
             name = user.email

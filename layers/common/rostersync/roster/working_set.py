@@ -1,0 +1,443 @@
+"""`compute_product` in bounded memory: the same SPEC 4 rules over a disk-backed working set.
+
+`compute_product` holds the whole district as pydantic models; at 1,000,000
+users and 7,000,000 enrollments that is gigabytes (SPEC 8). Here the mirror is
+streamed, one record at a time, into SQLite tables under a temporary directory
+(Lambda has up to 10 GB of `/tmp`) holding the join columns, and every rule
+that needs the whole district (unknown references, roster teachers, one user
+per email, unique usernames, a class's roster and start date) is answered by
+SQL or by a streaming pass with indexed look-ups. Python holds one record, one
+class's roster, or one batch of rows at a time; the only whole-district sets
+kept in memory are the school ids (a district's locations, not its people).
+
+The per-record rules are the very functions `compute_product` calls
+(`product_role`, `valid_email`, `wanted_username`/`username_conflict`,
+`class_name`, `class_start_date`, `visible_from`, `enrollment_in_force`'s
+test), and the result is proven equal to `compute_product`'s by
+`tests/unit/test_working_set.py`. Product items come out in id order, ready
+for a merge join with the stored items (`pipeline/bounded_changes.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import date
+from itertools import islice
+from typing import Any
+
+from rostersync.roster.class_names import class_name
+from rostersync.roster.compute import MAIN_LOCATION, RosterOptions, valid_email
+from rostersync.roster.models import ENTITY_MODELS, AcademicSession, Enrollment, Org, RosterClass, User
+from rostersync.roster.product import Issue, ProductClass, ProductUser
+from rostersync.roster.roles import product_role
+from rostersync.roster.usernames import (
+    UsernameCandidate,
+    sourced_id_order,
+    username_conflict,
+    wanted_username,
+)
+from rostersync.roster.visibility import class_start_date, visible_from
+
+BATCH = 5000
+MirrorRow = tuple[str, str, str]  # (sourcedId, normalized JSON, version), as store.roster.iter_mirror yields
+
+
+def order_key(sourced_id: str) -> str:
+    """`sourced_id_order` as one text that SQLite sorts the same way (UTF-8 bytes = code points)."""
+    numeric, text = sourced_id_order(sourced_id)
+    return ("0" if numeric == 0 else "1") + text
+
+
+_SCHEMA = """
+CREATE TABLE orgs(sid TEXT PRIMARY KEY, type TEXT, name TEXT) WITHOUT ROWID;
+CREATE TABLE terms(sid TEXT PRIMARY KEY, title TEXT, start TEXT) WITHOUT ROWID;
+CREATE TABLE classes(sid TEXT PRIMARY KEY, school_id TEXT, doc TEXT, kept INTEGER DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE users(
+    sid TEXT PRIMARY KEY, ord TEXT, role TEXT, email TEXT, username TEXT,
+    given TEXT, family TEXT, enabled INTEGER, org_ids TEXT, teaches INTEGER DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE enr(
+    sid TEXT PRIMARY KEY, class_id TEXT, user_id TEXT, role TEXT, begin TEXT, end_ TEXT,
+    state INTEGER DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE schools(sid TEXT PRIMARY KEY, name TEXT) WITHOUT ROWID;
+-- users that pass role and email rules; the losers of a duplicate email are deleted from it
+CREATE TABLE cand(sid TEXT PRIMARY KEY, ord TEXT, email TEXT, email_lc TEXT, prole TEXT) WITHOUT ROWID;
+CREATE TABLE losers(sid TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE taken(key TEXT PRIMARY KEY, sid TEXT) WITHOUT ROWID;
+CREATE TABLE uname(sid TEXT PRIMARY KEY, username TEXT) WITHOUT ROWID;
+CREATE TABLE issues(kind TEXT, entity TEXT, ord TEXT, sid TEXT, reason TEXT);
+"""
+
+# enr.state
+_UNKNOWN_CLASS, _UNKNOWN_USER, _IN_FORCE, _ENDED = 1, 2, 3, 4
+
+
+class WorkingSet:
+    """One district's computed product state, on disk. Use as a context manager."""
+
+    def __init__(self, options: RosterOptions, today: date, *, directory: str | None = None) -> None:
+        self.options = options
+        self.today = today
+        self._dir = tempfile.mkdtemp(prefix="rostersync-apply-", dir=directory)
+        self.db = sqlite3.connect(os.path.join(self._dir, "working.db"), isolation_level=None)
+        # A scratch database: nothing to recover after a crash, so no journal and no fsync.
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-16000"):
+            self.db.execute(f"PRAGMA {pragma}")
+        self.db.executescript(_SCHEMA)
+        self._school_ids: frozenset[str] = frozenset()
+        self.computed = False
+
+    def __enter__(self) -> WorkingSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    # ---- loading the mirror ---------------------------------------------------------
+
+    def load(self, entity: str, rows: Iterable[MirrorRow]) -> int:
+        """Stream one entity's mirror rows in; deleted (tobedeleted) records are left out."""
+        model = ENTITY_MODELS[entity]
+        table, to_row = _LOADERS[entity]
+        marks = ",".join("?" * _WIDTH[table])
+        sql = f"INSERT OR REPLACE INTO {table} VALUES ({marks})"
+        loaded = 0
+        it = iter(rows)
+        while batch := list(islice(it, BATCH)):
+            records = (model.model_validate_json(doc) for _sid, doc, _version in batch)
+            values = [to_row(r) for r in records if not r.deleted]
+            self.db.execute("BEGIN")
+            self.db.executemany(sql, values)
+            self.db.execute("COMMIT")
+            loaded += len(values)
+        return loaded
+
+    # ---- the rules --------------------------------------------------------------------
+
+    def compute(self) -> None:
+        db, options = self.db, self.options
+        db.execute("BEGIN")
+        if options.auto_create_schools:
+            db.execute("INSERT INTO schools SELECT sid, name FROM orgs WHERE type = 'school'")
+            db.execute(
+                "UPDATE classes SET kept = EXISTS (SELECT 1 FROM schools s WHERE s.sid = classes.school_id)"
+            )
+        else:
+            db.execute("INSERT INTO schools VALUES (?, ?)", (MAIN_LOCATION.id, MAIN_LOCATION.name))
+            db.execute("UPDATE classes SET kept = 1")
+        self._school_ids = frozenset(sid for (sid,) in db.execute("SELECT sid FROM schools"))
+        self._issues(
+            "ERR",
+            "classes",
+            (
+                (sid, f"unknown school {school!r}")
+                for sid, school in db.execute("SELECT sid, school_id FROM classes WHERE kept = 0")
+            ),
+        )
+
+        db.execute(
+            """UPDATE enr SET state = CASE
+                 WHEN NOT EXISTS (SELECT 1 FROM classes c WHERE c.sid = enr.class_id AND c.kept = 1) THEN ?
+                 WHEN NOT EXISTS (SELECT 1 FROM users u WHERE u.sid = enr.user_id) THEN ?
+                 WHEN end_ IS NULL OR end_ >= ? THEN ?
+                 ELSE ? END""",
+            (_UNKNOWN_CLASS, _UNKNOWN_USER, self.today.isoformat(), _IN_FORCE, _ENDED),
+        )
+        self._issues(
+            "ERR",
+            "enrollments",
+            (
+                (
+                    sid,
+                    f"unknown or rejected class {cid!r}"
+                    if state == _UNKNOWN_CLASS
+                    else f"unknown user {uid!r}",
+                )
+                for sid, cid, uid, state in db.execute(
+                    "SELECT sid, class_id, user_id, state FROM enr WHERE state IN (?, ?)",
+                    (_UNKNOWN_CLASS, _UNKNOWN_USER),
+                )
+            ),
+        )
+        db.execute("CREATE INDEX enr_class ON enr(class_id, state)")
+        db.execute(
+            "UPDATE users SET teaches = 1 WHERE sid IN "
+            "(SELECT user_id FROM enr WHERE state = ? AND role = 'teacher')",
+            (_IN_FORCE,),
+        )
+        db.execute("COMMIT")
+
+        self._candidates()
+        self._one_user_per_email()
+        self._usernames()
+        self.computed = True
+
+    def _candidates(self) -> None:
+        """Role and email rules, one user at a time."""
+        options = self.options
+        errors: list[tuple[str, str]] = []
+        candidates: list[tuple[str, str, str, str, str]] = []
+        self.db.execute("BEGIN")
+        rows = self.db.execute("SELECT sid, ord, role, email, teaches FROM users")
+        for sid, ord_, role, email, teaches in rows:
+            prole = product_role(
+                role,
+                teaches_on_roster=bool(teaches),
+                import_admins=options.import_admins,
+                role_mapping=options.role_mapping,
+            )
+            if prole is None:
+                continue
+            if not email:
+                errors.append((sid, "no email"))
+            elif not valid_email(email):
+                errors.append((sid, "invalid email"))
+            else:
+                candidates.append((sid, ord_, email, email.lower(), prole))
+            if len(candidates) >= BATCH:
+                self._insert_candidates(candidates)
+            if len(errors) >= BATCH:
+                self._issues("ERR", "users", errors)
+                errors.clear()
+        self._insert_candidates(candidates)
+        self._issues("ERR", "users", errors)
+        self.db.execute("COMMIT")
+
+    def _insert_candidates(self, candidates: list[tuple[str, str, str, str, str]]) -> None:
+        # A second cursor: inserting into `cand` does not disturb the read of `users`.
+        self.db.executemany("INSERT INTO cand VALUES (?, ?, ?, ?, ?)", candidates)
+        candidates.clear()
+
+    def _one_user_per_email(self) -> None:
+        """The lowest sourcedId of an email is imported, the others rejected (a sorted scan)."""
+        db = self.db
+        db.execute("BEGIN")
+        db.execute("CREATE INDEX cand_email ON cand(email, ord, sid)")
+        errors: list[tuple[str, str]] = []
+        losers: list[tuple[str]] = []
+        winner_email, winner = None, ""
+        for email, sid in db.execute("SELECT email, sid FROM cand ORDER BY email, ord, sid"):
+            if email != winner_email:
+                winner_email, winner = email, sid
+                continue
+            errors.append((sid, f"duplicate email: sourcedId {winner} has it"))
+            losers.append((sid,))
+            if len(losers) >= BATCH:
+                db.executemany("INSERT INTO losers VALUES (?)", losers)
+                losers.clear()
+        db.executemany("INSERT INTO losers VALUES (?)", losers)
+        self._issues("ERR", "users", errors)
+        db.execute("DELETE FROM cand WHERE sid IN (SELECT sid FROM losers)")
+        db.execute("CREATE INDEX cand_email_lc ON cand(email_lc, ord, sid)")
+        db.execute("CREATE INDEX cand_ord ON cand(ord, sid)")
+        db.execute("COMMIT")
+
+    def _usernames(self) -> None:
+        """`resolve_usernames`, one user at a time in sourcedId order; `taken` is a table."""
+        db, options = self.db, self.options
+        lookup = self.db.cursor()
+        db.execute("BEGIN")
+        warnings: list[tuple[str, str]] = []
+        names: list[tuple[str, str]] = []
+        rows = db.execute(
+            "SELECT c.sid, c.email, u.username FROM cand c JOIN users u ON u.sid = c.sid ORDER BY c.ord, c.sid"
+        )
+        for sid, email, source_username in rows:
+            user = UsernameCandidate(sid, email, source_username)
+            name, issue = wanted_username(
+                user, use_source=options.username_source, rules=options.username_rules
+            )
+            if issue is not None:
+                warnings.append((sid, issue.reason))
+            key = name.lower()
+            held = lookup.execute("SELECT sid FROM taken WHERE key = ?", (key,)).fetchone()
+            # resolve_usernames' email_owner is a dict built in sourcedId order: the last one wins.
+            owner = lookup.execute(
+                "SELECT sid FROM cand WHERE email_lc = ? ORDER BY ord DESC, sid DESC LIMIT 1", (key,)
+            ).fetchone()
+            reason = username_conflict(sid, held[0] if held else None, owner[0] if owner else sid)
+            if reason:
+                warnings.append((sid, reason))
+                name = email
+            lookup.execute("INSERT OR REPLACE INTO taken VALUES (?, ?)", (name.lower(), sid))
+            names.append((sid, name))
+            if len(names) >= BATCH:
+                lookup.executemany("INSERT INTO uname VALUES (?, ?)", names)
+                names.clear()
+            if len(warnings) >= BATCH:
+                self._issues("WARN", "users", warnings)
+                warnings.clear()
+        lookup.executemany("INSERT INTO uname VALUES (?, ?)", names)
+        self._issues("WARN", "users", warnings)
+        db.execute("COMMIT")
+
+    def _issues(self, kind: str, entity: str, issues: Iterable[tuple[str, str]]) -> None:
+        rows = [(kind, entity, order_key(sid), sid, reason) for sid, reason in issues]
+        self.db.executemany("INSERT INTO issues VALUES (?, ?, ?, ?, ?)", rows)
+
+    # ---- the product state, in id order ------------------------------------------------
+
+    def iter_items(self, kind: str) -> Iterator[dict[str, Any]]:
+        """The kind's product items as stored (`model_dump(mode="json")`), in id order."""
+        assert self.computed, "compute() first"
+        if kind == "schools":
+            for sid, name in self.db.execute("SELECT sid, name FROM schools ORDER BY sid"):
+                yield {"id": sid, "name": name}
+        elif kind == "users":
+            yield from self._users()
+        elif kind == "classes":
+            yield from self._classes()
+        elif kind == "enrollments":
+            yield from self._enrollments()
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+
+    def _users(self) -> Iterator[dict[str, Any]]:
+        rows = self.db.execute(
+            """SELECT c.sid, c.prole, n.username, u.email, u.given, u.family, u.enabled, u.org_ids
+               FROM cand c JOIN uname n ON n.sid = c.sid JOIN users u ON u.sid = c.sid ORDER BY c.sid"""
+        )
+        auto = self.options.auto_create_schools
+        for sid, prole, username, email, given, family, enabled, org_ids in rows:
+            schools = (
+                tuple(sorted({o for o in json.loads(org_ids) if o in self._school_ids}))
+                if auto
+                else (MAIN_LOCATION.id,)
+            )
+            yield ProductUser(
+                id=sid,
+                sourcedId=sid,
+                email=email,
+                username=username,
+                givenName=given,
+                familyName=family,
+                role=prole,
+                status="active" if enabled else "inactive",
+                schoolIds=schools,
+            ).model_dump(mode="json")
+
+    def _classes(self) -> Iterator[dict[str, Any]]:
+        lookup = self.db.cursor()
+        options = self.options
+        for (doc,) in self.db.execute("SELECT doc FROM classes WHERE kept = 1 ORDER BY sid"):
+            cls = RosterClass.model_validate_json(doc)
+            class_terms = []
+            for term_id in cls.termIds:
+                row = lookup.execute("SELECT title, start FROM terms WHERE sid = ?", (term_id,)).fetchone()
+                if row is not None:
+                    class_terms.append((row[0], date.fromisoformat(row[1]) if row[1] else None))
+            term_titles = tuple(title for title, _ in class_terms)
+            roster = lookup.execute(
+                """SELECT e.user_id, e.role, e.begin, EXISTS (SELECT 1 FROM cand c WHERE c.sid = e.user_id)
+                   FROM enr e WHERE e.class_id = ? AND e.state = ?""",
+                (cls.sourcedId, _IN_FORCE),
+            ).fetchall()
+            start = class_start_date(
+                (date.fromisoformat(begin) if begin else None for _, _, begin, _ in roster),
+                (start for _, start in class_terms),
+            )
+            teachers = {uid for uid, role, _, imported in roster if imported and role != "student"}
+            students = {uid for uid, role, _, imported in roster if imported and role == "student"}
+            yield ProductClass(
+                id=cls.sourcedId,
+                sourcedId=cls.sourcedId,
+                name=class_name(
+                    title=cls.title,
+                    fields=options.class_name_fields,
+                    periods=cls.periods,
+                    term_titles=term_titles,
+                    class_code=cls.classCode,
+                    sourced_id=cls.sourcedId,
+                ),
+                title=cls.title,
+                schoolId=cls.schoolId if options.auto_create_schools else MAIN_LOCATION.id,
+                classCode=cls.classCode,
+                periods=cls.periods,
+                terms=term_titles,
+                termIds=cls.termIds,
+                teacherIds=tuple(sorted(teachers, key=sourced_id_order)),
+                studentIds=tuple(sorted(students, key=sourced_id_order)),
+                startDate=start,
+                visibleFrom=visible_from(start, options.future_class_lead_days),
+            ).model_dump(mode="json")
+
+    def _enrollments(self) -> Iterator[dict[str, Any]]:
+        rows = self.db.execute(
+            """SELECT e.sid, e.class_id, e.user_id, e.role FROM enr e
+               WHERE e.state = ? AND EXISTS (SELECT 1 FROM cand c WHERE c.sid = e.user_id) ORDER BY e.sid""",
+            (_IN_FORCE,),
+        )
+        # ProductEnrollment's JSON form, built directly: millions of them, all plain strings
+        # (the equality tests check it against the model's own dump).
+        for sid, class_id, user_id, role in rows:
+            yield {"id": sid, "classId": class_id, "userId": user_id, "role": role}
+
+    def has_user_email(self, email: Any) -> bool:
+        """Whether an imported (computed) user has exactly this email."""
+        row = self.db.execute("SELECT 1 FROM cand WHERE email = ? LIMIT 1", (email,)).fetchone()
+        return row is not None
+
+    # ---- errors and warnings, in compute_product's order --------------------------------
+
+    def iter_errors(self) -> Iterator[Issue]:
+        rows = self.db.execute(
+            "SELECT entity, sid, reason FROM issues WHERE kind = 'ERR' ORDER BY entity, ord, rowid"
+        )
+        for entity, sid, reason in rows:
+            yield Issue(entity=entity, sourcedId=sid, reason=reason)
+
+    def iter_warnings(self) -> Iterator[Issue]:
+        rows = self.db.execute(
+            "SELECT entity, sid, reason FROM issues WHERE kind = 'WARN' ORDER BY entity, ord, reason, rowid"
+        )
+        for entity, sid, reason in rows:
+            yield Issue(entity=entity, sourcedId=sid, reason=reason)
+
+    def error_counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT entity, COUNT(*) FROM issues WHERE kind = 'ERR' GROUP BY entity")
+        return dict(rows.fetchall())
+
+
+def _iso(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _org_row(o: Org) -> tuple[Any, ...]:
+    return (o.sourcedId, o.type, o.name)
+
+
+def _term_row(t: AcademicSession) -> tuple[Any, ...]:
+    return (t.sourcedId, t.title, _iso(t.startDate))
+
+
+def _class_row(c: RosterClass) -> tuple[Any, ...]:
+    return (c.sourcedId, c.schoolId, c.model_dump_json(), 0)
+
+
+def _user_row(u: User) -> tuple[Any, ...]:
+    return (
+        u.sourcedId, order_key(u.sourcedId), u.role, u.email, u.username,
+        u.givenName, u.familyName, int(u.enabledUser), json.dumps(list(u.orgIds)), 0,
+    )  # fmt: skip
+
+
+def _enrollment_row(e: Enrollment) -> tuple[Any, ...]:
+    return (e.sourcedId, e.classId, e.userId, e.role, _iso(e.beginDate), _iso(e.endDate), 0)
+
+
+_LOADERS: dict[str, tuple[str, Any]] = {
+    "orgs": ("orgs", _org_row),
+    "academicSessions": ("terms", _term_row),
+    "classes": ("classes", _class_row),
+    "users": ("users", _user_row),
+    "enrollments": ("enr", _enrollment_row),
+}
+_WIDTH = {"orgs": 3, "terms": 3, "classes": 4, "users": 10, "enr": 7}

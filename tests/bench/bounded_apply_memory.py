@@ -1,0 +1,211 @@
+"""Peak memory and time of the apply engines on a synthetic district fed from generators.
+
+    PYTHONPATH=layers/common .venv/bin/python tests/bench/bounded_apply_memory.py --users 200000
+    ... --engine memory        # compute_product + plan_kind, for comparison
+    ... --tracemalloc          # also Python's own peak allocation (slower)
+
+No DynamoDB: the mirror rows (sourcedId, JSON, version) and the stored product
+items come from generators in id order, as the Queries would yield them. Each
+user is enrolled in `--per-user` classes (7: 200,000 users give 1.4M
+enrollments, the shape of SPEC 8's largest district at a fifth of its size).
+Prints one JSON line of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+from unittest.mock import patch
+
+from rostersync.pipeline import changes
+from rostersync.pipeline.bounded_changes import plan_bounded
+from rostersync.roster.compute import RosterOptions, Snapshot, compute_product
+from rostersync.roster.models import ENTITY_MODELS
+
+TODAY = date(2026, 10, 1)
+USERS_PER_CLASS = 25  # students per class section; one teacher each
+
+
+class District:
+    def __init__(
+        self, users: int, per_user: int, *, username_pool: int = 100_000, shared_email_every: int = 50_000
+    ) -> None:
+        self.username_pool = username_pool
+        self.shared_email_every = shared_email_every
+        self.students = users - users // USERS_PER_CLASS
+        self.teachers = users // USERS_PER_CLASS
+        self.classes = self.teachers * per_user  # each teacher teaches `per_user` sections
+        self.per_user = per_user
+        self.schools = max(1, users // 2000)
+
+    def school(self, n: int) -> str:
+        return f"s{n % self.schools:05d}"
+
+    def user_id(self, n: int) -> str:
+        return f"u{n:08d}"
+
+    def mirror(self, entity: str) -> Iterator[tuple[str, str, str]]:
+        return getattr(self, "_" + entity)()
+
+    def _orgs(self) -> Iterator[tuple[str, str, str]]:
+        yield "d", json.dumps({"sourcedId": "d", "name": "District", "type": "district"}), "v"
+        for n in range(self.schools):
+            sid = self.school(n)
+            yield sid, json.dumps({"sourcedId": sid, "name": f"School {n}", "type": "school"}), "v"
+
+    def _academicSessions(self) -> Iterator[tuple[str, str, str]]:
+        for sid, start in (("t1", "2026-08-20"), ("t2", "2027-01-10")):
+            yield sid, json.dumps({"sourcedId": sid, "title": sid, "type": "term", "startDate": start}), "v"
+
+    def _classes(self) -> Iterator[tuple[str, str, str]]:
+        for n in range(self.classes):
+            sid = f"c{n:07d}"
+            doc = {
+                "sourcedId": sid,
+                "title": f"Class {n}",
+                "classCode": f"C{n}",
+                "schoolId": self.school(n // self.per_user),
+                "termIds": ["t1"] if n % 5 else ["t2"],  # some start in the future: hidden
+                "periods": [str(n % 8 + 1)],
+            }
+            yield sid, json.dumps(doc), "v"
+
+    def _users(self) -> Iterator[tuple[str, str, str]]:
+        for n in range(self.students + self.teachers):
+            sid = self.user_id(n)
+            teacher = n >= self.students
+            email = (
+                "shared@x.org" if n % self.shared_email_every == 7 else f"{sid}@x.org"
+            )  # a few duplicate emails
+            doc = {
+                "sourcedId": sid,
+                "role": "teacher" if teacher else ("parent" if n % 97 == 0 else "student"),
+                "email": "" if n % 10_007 == 3 else email,
+                "username": f"user{n % self.username_pool}",  # conflicts past the pool
+                "givenName": f"G{n}",
+                "familyName": f"F{n}",
+                "enabledUser": n % 101 != 0,
+                "orgIds": [self.school(n % self.classes // self.per_user)],
+            }
+            yield sid, json.dumps(doc), "v"
+
+    def _enrollments(self) -> Iterator[tuple[str, str, str]]:
+        e = 0
+        for n in range(self.students + self.teachers):
+            if n < self.students:
+                classes = [(n * 7 + k * 13) % self.classes for k in range(self.per_user)]
+                role = "student"
+            else:
+                t = n - self.students
+                classes = [t * self.per_user + k for k in range(self.per_user)]
+                role = "teacher"
+            for k, c in enumerate(dict.fromkeys(classes)):
+                sid = f"e{e:09d}"
+                e += 1
+                doc = {
+                    "sourcedId": sid,
+                    "userId": self.user_id(n),
+                    "classId": f"c{c:07d}" if e % 100_003 else "c-ghost",
+                    "role": role,
+                    "beginDate": "2026-08-20" if k % 3 else None,
+                    "endDate": "2026-09-01" if e % 211 == 0 else None,  # a few ended
+                }
+                yield sid, json.dumps(doc), "v"
+
+    def stored(self, kind: str) -> Iterator[dict[str, Any]]:
+        """A stored product in id order: most users as they were, a few extra to remove."""
+        if kind == "users":
+            for n in range(0, self.students + self.teachers, 2):
+                sid = self.user_id(n)
+                yield {
+                    "id": sid, "sourcedId": sid, "email": f"{sid}@x.org", "username": f"{sid}@x.org",
+                    "givenName": f"G{n}", "familyName": f"F{n}", "role": "Student", "status": "active",
+                    "schoolIds": [self.school(n % self.classes // self.per_user)],
+                }  # fmt: skip
+            yield {"id": "zz-left", "sourcedId": "zz-left", "email": "u00000001@x.org", "status": "active"}
+        elif kind == "enrollments":
+            for e in range(0, self.students * self.per_user, 3):
+                yield {"id": f"e{e:09d}", "classId": "old", "userId": "old", "role": "student"}
+
+
+def run(users: int, per_user: int, engine: str) -> dict[str, Any]:
+    district = District(users, per_user)
+    options = RosterOptions(username_source=True, class_name_fields=("period", "term"))
+    started = time.perf_counter()
+    if engine == "bounded":
+        from rostersync.roster.working_set import WorkingSet
+
+        with WorkingSet(options, TODAY) as ws:
+            result = plan_bounded(district.mirror, district.stored, ws)
+            counts = result.counts()
+            # the writes, read back as the write phase would (streamed, not written anywhere)
+            spooled = sum(1 for plan in result.kinds.values() for _ in plan.iter_updates())
+            db_bytes = os.path.getsize(os.path.join(ws._dir, "working.db"))
+            errors = sum(ws.error_counts().values())
+    elif engine == "feed":  # the generators alone: what feeding the rows costs
+        from rostersync.sources.base import ENTITIES
+
+        for entity in ENTITIES:
+            for _ in district.mirror(entity):
+                pass
+        for kind in changes.KINDS:
+            for _ in district.stored(kind):
+                pass
+        counts, spooled, db_bytes, errors = {}, 0, 0, 0
+    else:
+        fields = {"orgs": "orgs", "academicSessions": "academic_sessions", "classes": "classes",
+                  "users": "users", "enrollments": "enrollments"}  # fmt: skip
+        snapshot = Snapshot(
+            **{
+                name: {sid: ENTITY_MODELS[e].model_validate_json(doc) for sid, doc, _ in district.mirror(e)}
+                for e, name in fields.items()
+            }
+        )
+        state = compute_product(snapshot, options, TODAY)
+        counts = {}
+        for kind in changes.KINDS:
+            with patch.object(changes.roster, "iter_product", lambda _d, k: district.stored(k)):
+                counts[kind] = changes.plan_kind("d", kind, getattr(state, kind)).counts()
+        spooled, db_bytes, errors = 0, 0, len(state.errors)
+    seconds = round(time.perf_counter() - started, 1)
+    enrollments = sum(1 for _ in district.mirror("enrollments"))
+    return {
+        "engine": engine,
+        "users": district.students + district.teachers,
+        "classes": district.classes,
+        "enrollments": enrollments,
+        "seconds": seconds,
+        "errors": errors,
+        "counts": counts,
+        "spooledUpdates": spooled,
+        "sqliteBytes": db_bytes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--per-user", type=int, default=7)
+    parser.add_argument("--engine", choices=["bounded", "memory", "feed"], default="bounded")
+    parser.add_argument("--tracemalloc", action="store_true")
+    args = parser.parse_args()
+    if args.tracemalloc:
+        tracemalloc.start()
+    figures = run(args.users, args.per_user, args.engine)
+    if args.tracemalloc:
+        figures["tracemallocPeakMB"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+    figures["peakRssMB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    json.dump(figures, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
