@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from queues import drain, sqs_event
 
 from rostersync.local.demo import demo_settings
 from rostersync.local.demo_data import generate_district
@@ -83,37 +84,20 @@ def _connect(source: dict[str, Any]) -> None:
     save_last_good(DISTRICT, parse_settings(json.dumps(settings)), 1, parameter_modified_at=datetime.now(UTC))
 
 
-def _drain(aws_clients, queue_url: str) -> list[dict[str, Any]]:
-    sqs = aws_clients("sqs")
-    messages = []
-    while True:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-        if not got.get("Messages"):
-            return messages
-        for message in got["Messages"]:
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        messages.extend(got["Messages"])
-
-
-def _sqs_event(template: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    record = template["Records"][0]
-    return {"Records": [{**record, "messageId": m["MessageId"], "body": m["Body"]} for m in messages]}
-
-
 def _run_queued(stack, aws_clients, handlers, load_event, lambda_context, api: API) -> dict[str, Any]:
     """Run what RunQueue holds through fetch, transform and apply; the run record as the API answers it."""
-    started = _drain(aws_clients, stack["RunQueueUrl"])
+    started = drain(aws_clients, stack["RunQueueUrl"])
     assert started, "nothing was queued"
-    (run_id,) = handlers["fetch_roster"](_sqs_event(load_event("run_start_api"), started), lambda_context)[
+    (run_id,) = handlers["fetch_roster"](sqs_event(load_event("run_start_api"), started), lambda_context)[
         "runIds"
     ]
-    staged = [m for m in _drain(aws_clients, stack["StagingQueueUrl"]) if "Records" in json.loads(m["Body"])]
+    staged = [m for m in drain(aws_clients, stack["StagingQueueUrl"]) if "Records" in json.loads(m["Body"])]
     if staged:
-        failures = handlers["transform_page"](_sqs_event(load_event("staged_page"), staged), lambda_context)
+        failures = handlers["transform_page"](sqs_event(load_event("staged_page"), staged), lambda_context)
         assert failures == {"batchItemFailures": []}
-    applies = _drain(aws_clients, stack["ApplyQueueUrl"])
+    applies = drain(aws_clients, stack["ApplyQueueUrl"])
     if applies:
-        handlers["apply_run"](_sqs_event(load_event("apply_run"), applies), lambda_context)
+        handlers["apply_run"](sqs_event(load_event("apply_run"), applies), lambda_context)
     status, run = api("GET", f"/districts/{DISTRICT}/runs/{run_id}")
     assert status == 200, run
     return run
@@ -314,7 +298,7 @@ def test_bad_requests_are_answered_4xx_and_change_nothing(
     assert len(answer["error"]["message"]) < 500  # an enormous input is not echoed back
     assert runs.list_runs(DISTRICT, limit=10, cursor=None)[0] == before
     assert runs.active_run_id(DISTRICT) is None
-    assert _drain(aws_clients, clean_stack["RunQueueUrl"]) == []
+    assert drain(aws_clients, clean_stack["RunQueueUrl"]) == []
 
 
 PUSH_PAGES = [
@@ -614,7 +598,7 @@ def _zip(files: dict[str, str | bytes]) -> bytes:
 def _upload(stack, aws_clients, name: str, body: bytes) -> None:
     key = f"inbox/{DISTRICT}/{name}"
     aws_clients("s3").put_object(Bucket=stack["StagingBucketName"], Key=key, Body=body)
-    queued = _drain(aws_clients, stack["RunQueueUrl"])
+    queued = drain(aws_clients, stack["RunQueueUrl"])
     # The bucket notifies RunQueue itself; the message is put back as the queue would hold it.
     note = {"Records": [{"eventSource": "aws:s3", "s3": {"object": {"key": key}}}]}
     bodies = [m["Body"] for m in queued] or [json.dumps(note)]

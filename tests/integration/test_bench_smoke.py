@@ -29,8 +29,10 @@ ISSUE_KEYS = (
 def test_bench_on_a_tiny_district_writes_every_key(tmp_path: Path) -> None:
     # Given a tiny district; When the bench runs on it
     out = tmp_path / "bench-results.json"
+    command = [sys.executable, "-m", "rostersync.cli", "bench", "--sizes", "T", "--out", str(out)]
+    command += ["--engine-users", "2000", "--engine-xl-users", "3000"]
     answer = subprocess.run(
-        [sys.executable, "-m", "rostersync.cli", "bench", "--sizes", "T", "--out", str(out)],
+        command,
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -47,6 +49,10 @@ def test_bench_on_a_tiny_district_writes_every_key(tmp_path: Path) -> None:
     assert results["e2e_records_per_s"] > 0 and results["moto_write_floor_items_per_s"] > 0
     assert set(results["xl"]) >= {"users", "enrollments", "completed", "max_function_s", "peak_rss_mb"}
     assert results["xl"]["completed"] is False and results["xl"]["reason"]
+    # and the apply engines ran side by side, and the bounded one at the "XL" size given
+    side = results["apply_engines"]["side_by_side"]
+    assert side["bounded"]["counts"] == side["memory"]["counts"] and side["bounded"]["users"] == 2000
+    assert results["xl"]["apply_engine"]["users"] == 3000 and results["xl"]["apply_engine"]["peak_rss_mb"] > 0
 
     # and the runs did what the pipeline promises, counted at the emulator
     tiny = results["sizes"]["T"]

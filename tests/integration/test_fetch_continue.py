@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
+from queues import drain, sqs_event
 
 from rostersync.local.demo import demo_settings
 from rostersync.local.demo_data import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, generate_district
@@ -72,25 +73,6 @@ def _connect(aws_clients, district_id: str, sis_url: str) -> None:
     )
 
 
-def _drain(aws_clients, queue_url: str) -> list[dict[str, Any]]:
-    sqs = aws_clients("sqs")
-    messages = []
-    while True:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        )
-        if not got:
-            return messages
-        for message in got:
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        messages.extend(got)
-
-
-def _sqs_event(template: dict[str, Any], bodies: list[str]) -> dict[str, Any]:
-    record = template["Records"][0]
-    return {"Records": [{**record, "messageId": f"m{i}", "body": body} for i, body in enumerate(bodies)]}
-
-
 def _start_body(run_id: str) -> str:
     return json.dumps({"type": "start", "districtId": DISTRICT, "trigger": "api", "runId": run_id})
 
@@ -106,12 +88,12 @@ def _staged_keys(messages: list[dict[str, Any]]) -> list[str]:
 def _transform_and_apply(aws_clients, outputs, handlers, load_event, lambda_context, staged) -> None:
     if staged:
         failures = handlers["transform_page"](
-            _sqs_event(load_event("staged_page"), [m["Body"] for m in staged]), lambda_context
+            sqs_event(load_event("staged_page"), [m["Body"] for m in staged]), lambda_context
         )
         assert failures == {"batchItemFailures": []}
-    applies = _drain(aws_clients, outputs["ApplyQueueUrl"])
+    applies = drain(aws_clients, outputs["ApplyQueueUrl"])
     assert len(applies) == 1
-    handlers["apply_run"](_sqs_event(load_event("apply_run"), [m["Body"] for m in applies]), lambda_context)
+    handlers["apply_run"](sqs_event(load_event("apply_run"), [m["Body"] for m in applies]), lambda_context)
 
 
 def _product(district_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -138,12 +120,12 @@ def test_fetch_checkpoints_continues_and_ends_like_an_uninterrupted_run(
     # Given the reference: the same source read in one (15-minute) invocation
     reference_run = runs.start_run(REFERENCE, trigger="api", mode="full")["runId"]
     body = json.dumps({"type": "start", "districtId": REFERENCE, "trigger": "api", "runId": reference_run})
-    assert handlers["fetch_roster"](_sqs_event(load_event("run_start_api"), [body]), lambda_context) == {
+    assert handlers["fetch_roster"](sqs_event(load_event("run_start_api"), [body]), lambda_context) == {
         "runIds": [reference_run]
     }
-    assert _drain(aws_clients, run_queue) == []  # no continue: it had time enough
+    assert drain(aws_clients, run_queue) == []  # no continue: it had time enough
     _transform_and_apply(
-        aws_clients, outputs, handlers, load_event, lambda_context, _drain(aws_clients, staging_queue)
+        aws_clients, outputs, handlers, load_event, lambda_context, drain(aws_clients, staging_queue)
     )
     reference = runs.get_run(REFERENCE, reference_run)
     assert reference["status"] == "succeeded" and reference["fetchInvocations"] == 1
@@ -160,17 +142,17 @@ def test_fetch_checkpoints_continues_and_ends_like_an_uninterrupted_run(
         lambda_context.set_remaining_time_in_millis(REMAINING_MS)
         began = time.monotonic()
         wall = datetime.now(UTC)
-        result = handlers["fetch_roster"](_sqs_event(load_event("run_continue"), [body]), lambda_context)
+        result = handlers["fetch_roster"](sqs_event(load_event("run_continue"), [body]), lambda_context)
         seconds = time.monotonic() - began
         assert result == {"runIds": [run_id]}
         accepted.append((wall.timestamp(), seconds))
-        bodies = [m["Body"] for m in _drain(aws_clients, run_queue)]
+        bodies = [m["Body"] for m in drain(aws_clients, run_queue)]
         assert len(bodies) <= 1
         for stale in (body, *continues[-2:-1]):
             if json.loads(stale)["type"] == "continue":
                 # The same message again (SQS delivers at least once), and an older one
                 again = handlers["fetch_roster"](
-                    _sqs_event(load_event("run_continue"), [stale]), lambda_context
+                    sqs_event(load_event("run_continue"), [stale]), lambda_context
                 )
                 assert again == {"runIds": [None]}
                 ignored += 1
@@ -188,7 +170,7 @@ def test_fetch_checkpoints_continues_and_ends_like_an_uninterrupted_run(
     assert all(c["mode"] == "full" and c["since"] is None for c in checkpoints)
 
     # And every page was staged exactly once, the manifest last
-    staged = _drain(aws_clients, staging_queue)
+    staged = drain(aws_clients, staging_queue)
     keys = _staged_keys(staged)
     assert [key for key, times in Counter(keys).items() if times > 1] == []
     assert keys[-1] == manifest_key(DISTRICT, run_id)
@@ -219,7 +201,7 @@ def test_fetch_checkpoints_continues_and_ends_like_an_uninterrupted_run(
 
     # And a continue for the finished run is ignored
     assert handlers["fetch_roster"](
-        _sqs_event(load_event("run_continue"), [continues[-1]]), lambda_context
+        sqs_event(load_event("run_continue"), [continues[-1]]), lambda_context
     ) == {"runIds": [None]}
 
 
@@ -360,7 +342,7 @@ def test_a_continuation_that_cannot_be_queued_fails_the_run_instead_of_leaving_i
     monkeypatch.setattr(fetch, "send_run_message", refused)
     run_id = runs.start_run(DISTRICT, trigger="api", mode="full")["runId"]
     lambda_context.set_remaining_time_in_millis(REMAINING_MS)
-    handlers["fetch_roster"](_sqs_event(load_event("run_continue"), [_start_body(run_id)]), lambda_context)
+    handlers["fetch_roster"](sqs_event(load_event("run_continue"), [_start_body(run_id)]), lambda_context)
 
     run = runs.get_run(DISTRICT, run_id)
     assert run["status"] == "failed"

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from queues import drain, sqs_event
 
 from rostersync.local.demo import demo_settings
 from rostersync.local.demo_data import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, generate_district
@@ -43,25 +44,6 @@ def _connect(aws_clients, sis_url: str) -> None:
     save_last_good(DISTRICT, parse_settings(json.dumps(settings)), 1, parameter_modified_at=datetime.now(UTC))
 
 
-def _drain(aws_clients, queue_url: str) -> list[dict[str, Any]]:
-    sqs = aws_clients("sqs")
-    messages = []
-    while True:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        )
-        if not got:
-            return messages
-        for message in got:
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        messages.extend(got)
-
-
-def _sqs_event(template: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    record = template["Records"][0]
-    return {"Records": [{**record, "messageId": m["MessageId"], "body": m["Body"]} for m in messages]}
-
-
 def test_whole_pipeline_through_the_handlers(
     clean_stack, aws_clients, handlers, load_event, lambda_context, sis
 ):
@@ -80,9 +62,9 @@ def test_whole_pipeline_through_the_handlers(
     assert again["statusCode"] == 409 and json.loads(again["body"])["error"]["runId"] == run_id
 
     # The fetch function takes the run message and stages pages
-    started = _drain(aws_clients, outputs["RunQueueUrl"])
+    started = drain(aws_clients, outputs["RunQueueUrl"])
     assert [json.loads(m["Body"])["runId"] for m in started] == [run_id]
-    result = handlers["fetch_roster"](_sqs_event(load_event("run_start_api"), started), lambda_context)
+    result = handlers["fetch_roster"](sqs_event(load_event("run_start_api"), started), lambda_context)
     assert result == {"runIds": [run_id]}
     assert runs.get_run(DISTRICT, run_id)["fetchComplete"] is True
 
@@ -90,16 +72,16 @@ def test_whole_pipeline_through_the_handlers(
     assert handlers["transform_page"](load_event("s3_test_event"), lambda_context) == {
         "batchItemFailures": []
     }
-    staged = _drain(aws_clients, outputs["StagingQueueUrl"])
+    staged = drain(aws_clients, outputs["StagingQueueUrl"])
     pages = [m for m in staged if "Records" in json.loads(m["Body"])]
     assert len(pages) == runs.get_run(DISTRICT, run_id)["pagesTotal"] + 1  # + the manifest
-    failures = handlers["transform_page"](_sqs_event(load_event("staged_page"), pages), lambda_context)
+    failures = handlers["transform_page"](sqs_event(load_event("staged_page"), pages), lambda_context)
     assert failures == {"batchItemFailures": []}
 
     # The last page queued the apply stage, exactly once
-    applies = _drain(aws_clients, outputs["ApplyQueueUrl"])
+    applies = drain(aws_clients, outputs["ApplyQueueUrl"])
     assert len(applies) == 1
-    handlers["apply_run"](_sqs_event(load_event("apply_run"), applies), lambda_context)
+    handlers["apply_run"](sqs_event(load_event("apply_run"), applies), lambda_context)
 
     event = load_event("api_get_run")
     event["path"] = f"/districts/{DISTRICT}/runs/{run_id}"

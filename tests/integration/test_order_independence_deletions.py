@@ -56,7 +56,8 @@ from test_order_independence import (
 
 from rostersync import aws
 from rostersync.pipeline import transform
-from rostersync.pipeline.apply import SNAPSHOT_FIELDS, apply_run, load_snapshot
+from rostersync.pipeline.apply import apply_run
+from rostersync.pipeline.apply_memory import SNAPSHOT_FIELDS, load_snapshot
 from rostersync.pipeline.options import district_today, roster_options
 from rostersync.roster.compute import compute_product
 from rostersync.roster.models import normalize
@@ -558,6 +559,49 @@ def test_dry_run_with_deletions_changes_nothing_and_counts_what_a_run_does(
         samples["users"]["created"] == sorted(by_id(real, "users").keys() - by_id(first, "users").keys())[:10]
     )
     event(f"previewed deletions: {sum(c['deleted'] for c in preview['run']['counts'].values()) > 0}")
+
+
+@SLOW
+@given(data=st.data(), history=histories(), max_delete=st.sampled_from([0, 5, 20, 100]), dry=st.booleans())
+def test_the_bounded_and_the_in_memory_apply_engines_give_the_same_outcome(
+    stack: dict[str, str],
+    data: st.DataObject,
+    history: History,
+    max_delete: int,
+    dry: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """APPLY_ENGINE=bounded (the default: a working set on disk) and =memory (the whole
+    district as models): the same runs, deleting, halted or previewed, end the same."""
+    from rostersync.config import get_config
+
+    history = history.with_options(maxDeletePercent=max_delete)
+    order, fetch_done_after = data.draw(deliveries(len(history.after.refs("-", "-"))), label="deliveries")
+    note_history(history, order)
+
+    def both_runs(engine: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        monkeypatch.setenv("APPLY_ENGINE", engine)
+        get_config.cache_clear()
+        district_id = new_district(history.options)
+        run_ids: list[str] = []
+        try:
+            first = run(district_id, history.before, run_ids=run_ids, moment=NOW)
+            second = run(
+                district_id, history.after, run_ids=run_ids, moment=LATER,
+                order=order, fetch_done_after=fetch_done_after, dry_run=dry,
+            )  # fmt: skip
+            return first, second
+        finally:
+            forget(district_id, run_ids)
+            monkeypatch.delenv("APPLY_ENGINE")
+            get_config.cache_clear()
+
+    bounded, memory = both_runs("bounded"), both_runs("memory")
+    event(f"run 2 {bounded[1]['run']['status']}")
+    for key in PRODUCT_KINDS:
+        assert bounded[0][key] == memory[0][key], f"run 1 {key}"
+    for key in (*PRODUCT_KINDS, "errors", "warnings", "run"):
+        assert bounded[1][key] == memory[1][key], key
 
 
 def small_district(*, gone: str | None = None) -> District:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from queues import drain, sqs_event
 
 from rostersync import aws
 from rostersync.config import get_config
@@ -87,25 +88,6 @@ def _user(n: int) -> dict[str, Any]:
     return {"sourcedId": f"u-{n:04d}", "status": "active", "role": "student", "email": f"s{n}@example.org"}
 
 
-def _drain(aws_clients, queue_url: str) -> list[dict[str, Any]]:
-    sqs = aws_clients("sqs")
-    messages = []
-    while True:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        )
-        if not got:
-            return messages
-        for message in got:
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        messages.extend(got)
-
-
-def _sqs_event(template: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    record = template["Records"][0]
-    return {"Records": [{**record, "messageId": m["MessageId"], "body": m["Body"]} for m in messages]}
-
-
 def _assert_error(status: int, body: dict[str, Any], expected_status: int, code: str) -> str:
     assert status == expected_status, body
     assert set(body) == {"error"} and body["error"]["code"] == code, body
@@ -125,7 +107,7 @@ def test_sample_events_open_page_and_complete(direct, handlers, load_event, lamb
         event["path"] = event["path"].replace("20261130T020000000Z-a1b2c3", push_id)
         answer = handlers["api"](event, lambda_context)
         assert answer["statusCode"] == expected, answer["body"]
-    (message,) = _drain(aws_clients, direct["RunQueueUrl"])
+    (message,) = drain(aws_clients, direct["RunQueueUrl"])
     assert json.loads(message["Body"])["checkpoint"] == {"pushId": push_id}
 
 
@@ -169,7 +151,7 @@ def test_open_pages_complete_queues_a_push_run(direct, api, aws_clients):
     run = runs.get_run(DISTRICT, run_id)
     assert run["trigger"] == "push" and run["mode"] == "full" and run["status"] == "queued"
     assert runs.active_run_id(DISTRICT) == run_id
-    (message,) = _drain(aws_clients, direct["RunQueueUrl"])
+    (message,) = drain(aws_clients, direct["RunQueueUrl"])
     body = json.loads(message["Body"])
     assert body == {
         "type": "start",
@@ -193,7 +175,7 @@ def test_incremental_push_with_the_flags_of_a_force_sync(direct, api, aws_client
     assert status == 202
     run = runs.get_run(DISTRICT, completed["runId"])
     assert (run["mode"], run["confirmDeletes"], run["dryRun"]) == ("incremental", True, True)
-    message = json.loads(_drain(aws_clients, direct["RunQueueUrl"])[0]["Body"])
+    message = json.loads(drain(aws_clients, direct["RunQueueUrl"])[0]["Body"])
     assert (message["mode"], message["confirmDeletes"], message["dryRun"]) == ("incremental", True, True)
     connector = DirectPushConnector(DISTRICT, push_id)
     assert connector.run_mode() == "incremental" and connector.complete_entities() == frozenset()
@@ -311,7 +293,7 @@ def test_a_push_without_pages_is_not_completed(direct, api, aws_clients):
     message = _assert_error(*api("POST", _complete_path(push_id)), 400, "bad_request")
     assert "no pages" in message
     assert runs.active_run_id(DISTRICT) is None
-    assert _drain(aws_clients, direct["RunQueueUrl"]) == []
+    assert drain(aws_clients, direct["RunQueueUrl"]) == []
 
 
 def _expire(push_id: str) -> None:
@@ -340,7 +322,7 @@ def test_an_expired_push_is_refused_and_never_becomes_a_run(direct, api, aws_cli
     # And nothing ran, nothing was queued, and its pages are no source
     assert runs.active_run_id(DISTRICT) is None
     assert runs.list_runs(DISTRICT, limit=10, cursor=None)[0] == []
-    assert _drain(aws_clients, direct["RunQueueUrl"]) == []
+    assert drain(aws_clients, direct["RunQueueUrl"]) == []
     with pytest.raises(SourceError, match="expired"):
         DirectPushConnector(DISTRICT, push_id).run_mode()
 
@@ -358,7 +340,7 @@ def test_a_completed_push_takes_nothing_more(direct, api, aws_clients):
     runs.finish_run(DISTRICT, run_id, "succeeded")
     _assert_error(*api("POST", _complete_path(push_id)), 409, "push_completed")
     _assert_error(*api("PUT", _page_path(push_id, "users", 1), {"records": []}), 409, "push_completed")
-    assert len(_drain(aws_clients, direct["RunQueueUrl"])) == 1
+    assert len(drain(aws_clients, direct["RunQueueUrl"])) == 1
     assert [r["runId"] for r in runs.list_runs(DISTRICT, limit=10, cursor=None)[0]] == [run_id]
 
 
@@ -447,8 +429,8 @@ def test_a_pushed_district_is_synced_through_the_handlers(
     run_id = completed["runId"]
 
     # The fetch function takes the run message and stages the pushed pages
-    started = _drain(aws_clients, outputs["RunQueueUrl"])
-    result = handlers["fetch_roster"](_sqs_event(load_event("run_start_api"), started), lambda_context)
+    started = drain(aws_clients, outputs["RunQueueUrl"])
+    result = handlers["fetch_roster"](sqs_event(load_event("run_start_api"), started), lambda_context)
     assert result == {"runIds": [run_id]}
     run = runs.get_run(DISTRICT, run_id)
     assert run["fetchComplete"] is True, run.get("message")
@@ -456,17 +438,17 @@ def test_a_pushed_district_is_synced_through_the_handlers(
     assert run["pagesTotal"] == sum(pushed.values())
 
     # The transform function takes the staged pages' notifications
-    staged = _drain(aws_clients, outputs["StagingQueueUrl"])
+    staged = drain(aws_clients, outputs["StagingQueueUrl"])
     notes = [m for m in staged if "Records" in json.loads(m["Body"])]
     keys = [r["s3"]["object"]["key"] for m in notes for r in json.loads(m["Body"])["Records"]]
     assert not any(k.startswith("pushes") for k in keys)  # pushed pages trigger nothing themselves
-    failures = handlers["transform_page"](_sqs_event(load_event("staged_page"), notes), lambda_context)
+    failures = handlers["transform_page"](sqs_event(load_event("staged_page"), notes), lambda_context)
     assert failures == {"batchItemFailures": []}
 
     # The last page queued the apply stage, exactly once
-    applies = _drain(aws_clients, outputs["ApplyQueueUrl"])
+    applies = drain(aws_clients, outputs["ApplyQueueUrl"])
     assert len(applies) == 1
-    handlers["apply_run"](_sqs_event(load_event("apply_run"), applies), lambda_context)
+    handlers["apply_run"](sqs_event(load_event("apply_run"), applies), lambda_context)
 
     # Then the run ends as the same district fetched from the demo SIS does
     run = runs.get_run(DISTRICT, run_id)

@@ -26,20 +26,13 @@ from hypothesis import strategies as st
 from test_compute import *  # noqa: F403  (collects every rule test into this module)
 
 from rostersync.pipeline import changes
+from rostersync.pipeline.apply_memory import SNAPSHOT_FIELDS
 from rostersync.pipeline.bounded_changes import UnsortedStoredItemsError, plan_bounded, plan_kind_bounded
 from rostersync.roster.compute import ProductState, RosterOptions, Snapshot, compute_product
 from rostersync.roster.models import normalize
 from rostersync.roster.product import PRODUCT_KINDS
 from rostersync.roster.usernames import sourced_id_order
 from rostersync.roster.working_set import WorkingSet, order_key
-
-SNAPSHOT_FIELDS = {
-    "orgs": "orgs",
-    "academicSessions": "academic_sessions",
-    "classes": "classes",
-    "users": "users",
-    "enrollments": "enrollments",
-}
 
 
 def mirror_rows(snap: Snapshot, entity: str) -> list[tuple[str, str, str]]:
@@ -375,13 +368,10 @@ def test_emails_that_differ_only_in_case_resolve_usernames_as_resolve_usernames_
 
 
 def test_the_bench_district_is_planned_exactly_as_in_memory() -> None:
-    # The synthetic district of tests/bench (duplicate and missing emails, username conflicts,
-    # parents, ended enrollments, a ghost class, hidden future classes), at 3,000 users.
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
-    from bounded_apply_memory import District
+    # The synthetic district of `make bench`'s engine figures (duplicate and missing emails,
+    # username conflicts, parents, ended enrollments, a ghost class, hidden future classes),
+    # at 3,000 users.
+    from rostersync.bench.apply_engine import District
 
     district = District(3000, 7, username_pool=1000, shared_email_every=500)
     options = RosterOptions(username_source=True, class_name_fields=("period", "term"))
@@ -461,34 +451,3 @@ def record_writes(plan: Any, deletions: bool) -> list[tuple[str, str, list[Any]]
     ):
         plan.write("d1", deletions=deletions)
     return calls
-
-
-def test_plan_district_reads_the_mirror_and_the_product_of_its_district_only() -> None:
-    from rostersync.pipeline.bounded_changes import plan_district
-
-    snap = users_snapshot(raw_user("1", "one@x.org"))
-    asked: list[tuple[str, str]] = []
-
-    def iter_mirror(district: str, entity: str) -> Any:
-        asked.append((district, entity))
-        return iter(mirror_rows(snap, entity))
-
-    def iter_product(district: str, kind: str) -> Any:
-        asked.append((district, kind))
-        return iter([product_doc("0")] if kind == "users" else [])
-
-    with (
-        patch.object(changes.roster, "iter_mirror", iter_mirror),
-        patch.object(changes.roster, "iter_product", iter_product),
-        WorkingSet(RosterOptions(auto_create_schools=False), TODAY) as ws,
-    ):
-        result = plan_district("d1", ws)
-        assert result.counts()["users"] == {
-            "created": 1,
-            "updated": 0,
-            "deleted": 1,
-            "unchanged": 0,
-            "rejected": 0,
-        }
-    assert {district for district, _ in asked} == {"d1"}
-    assert len(asked) == 5 + 4

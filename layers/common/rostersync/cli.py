@@ -59,6 +59,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     overrides: dict[str, object] = {"page_size": args.page_size, "latency_s": args.latency_ms / 1000}
     overrides |= {"transform_workers": args.transform_workers, "out": Path(args.out)}
+    overrides |= {"engine_users": args.engine_users, "engine_xl_users": args.engine_xl_users}
     if args.sizes:
         overrides["sizes"] = tuple(s.strip().upper() for s in args.sizes.split(",") if s.strip())
     run_bench(options_from_env(**overrides), say=lambda text: print(text, flush=True))
@@ -91,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--page-size", type=int, default=1000, help="source page size (default 1000)")
     bench.add_argument("--latency-ms", type=float, default=0.0, help="demo SIS latency per page in the syncs")
     bench.add_argument("--transform-workers", type=int, default=2, help="transform processes (default 2)")
+    bench.add_argument(
+        "--engine-users",
+        type=int,
+        default=50_000,
+        help="users of the side-by-side apply engine run (0: skip)",
+    )
+    bench.add_argument(
+        "--engine-xl-users", type=int, default=1_000_000, help="users of the XL apply engine run (0: skip)"
+    )
     bench.add_argument("--out", default="bench-results.json", help="results file")
     bench.set_defaults(func=cmd_bench)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -42,6 +43,9 @@ class Config(BaseModel):
     # IAM principal ARN(s), comma-separated, that may call the API for every
     # district (template parameter OperatorPrincipalArn; see api/access.py).
     operator_principal_arn: str = ""
+    # "bounded" (a disk-backed working set: memory flat in the district's size) or
+    # "memory" (the whole district as models: the reference the tests compare with).
+    apply_engine: Literal["bounded", "memory"] = "bounded"
 
 
 _ENV = {
@@ -60,6 +64,7 @@ _ENV = {
     "source_retry_base_s": "SOURCE_RETRY_BASE_S",
     "staging_max_receive_count": "STAGING_MAX_RECEIVE_COUNT",
     "operator_principal_arn": "OPERATOR_PRINCIPAL_ARN",
+    "apply_engine": "APPLY_ENGINE",
 }
 
 

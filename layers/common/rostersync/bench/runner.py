@@ -62,6 +62,10 @@ class BenchOptions:
     fetch_page_size: int = 100
     fetch_pages: int = 200  # an entity of 200 pages: M has 350 pages of enrollments
     run_timeout_s: float = 3600
+    # The apply engines on synthetic districts without DynamoDB (bench/apply_engine.py):
+    # both engines at these users, and the bounded one at XL's (0: skipped).
+    engine_users: int = 50_000
+    engine_xl_users: int = 1_000_000
     out: Path = field(default_factory=lambda: Path("bench-results.json"))
 
 
@@ -701,6 +705,42 @@ def bench_xl(options: BenchOptions, measured: dict[str, Any] | None, say: Say) -
     return xl
 
 
+# -- the apply engines at scale, without DynamoDB --------------------------------------
+
+
+def apply_engine_figures(engine: str, users: int, say: Say) -> dict[str, Any]:
+    """One engine on a synthetic district of `users` (7 enrollments each), in a fresh process
+    so its peak RSS is its own (`rostersync.bench.apply_engine`)."""
+    say(f"[engine] {engine} apply engine, {users:,} users, no DynamoDB...")
+    done = subprocess.run(
+        [sys.executable, "-m", "rostersync.bench.apply_engine", "--users", str(users), "--engine", engine],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"engine": engine, "users": users, "failed": f"exit {done.returncode}: {tail[0][:200]}"}
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    say(
+        f"[engine] {engine}: {figures['enrollments']:,} enrollments in {figures['seconds']} s, "
+        f"peak RSS {figures['peakRssMB']} MB"
+    )
+    return figures
+
+
+def bench_engines(options: BenchOptions, say: Say) -> dict[str, Any]:
+    engines: dict[str, Any] = {}
+    if options.engine_users:
+        engines["side_by_side"] = {
+            engine: apply_engine_figures(engine, options.engine_users, say)
+            for engine in ("bounded", "memory")
+        }
+    if options.engine_xl_users:
+        engines["xl_bounded"] = apply_engine_figures("bounded", options.engine_xl_users, say)
+    return engines
+
+
 # -- the whole bench ---------------------------------------------------------------
 
 
@@ -867,6 +907,20 @@ def table(results: dict[str, Any]) -> str:
         f"XL ({xl['users']:,} users / {xl['enrollments']:,} enrollments): "
         + ("completed" if xl["completed"] else f"not completed — {xl.get('reason', '')}")
     )
+    engine = xl.get("apply_engine")
+    if engine:
+        lines.append(
+            f"XL apply engine alone (bounded, no DynamoDB): {engine['users']:,} users / "
+            f"{engine['enrollments']:,} enrollments in {engine['seconds']} s, peak RSS {engine['peak_rss_mb']} MB, "
+            f"working set {engine['sqlite_mb']} MB on disk"
+        )
+    side = results.get("apply_engines", {}).get("side_by_side", {})
+    if all("peakRssMB" in side.get(e, {}) for e in ("bounded", "memory")):
+        b, m = side["bounded"], side["memory"]
+        lines.append(
+            f"apply engines side by side ({b['users']:,} users / {b['enrollments']:,} enrollments, no DynamoDB): "
+            f"bounded {b['peakRssMB']} MB in {b['seconds']} s, in memory {m['peakRssMB']} MB in {m['seconds']} s"
+        )
     growth = results.get("apply_rss_growth")
     if growth:
         lines.append(
@@ -896,7 +950,19 @@ def run_bench(options: BenchOptions, say: Say = print) -> dict[str, Any]:
         save(sizes[size])
     measured = next((sizes[s] for s in ("M", "S", "T") if s in sizes), None)
     xl = bench_xl(options, measured, timed)
+    engines = bench_engines(options, timed)
+    xl_engine = engines.get("xl_bounded", {})
+    if "peakRssMB" in xl_engine:
+        # What the apply function needs at XL, the one function whose work grows with the district
+        xl["apply_engine"] = {
+            "users": xl_engine["users"],
+            "enrollments": xl_engine["enrollments"],
+            "seconds": xl_engine["seconds"],
+            "peak_rss_mb": xl_engine["peakRssMB"],
+            "sqlite_mb": round(xl_engine["sqliteBytes"] / 2**20),
+        }
     results = summarize(sizes, xl, options)
+    results["apply_engines"] = engines
     results["bench_seconds"] = round(time.monotonic() - started, 1)
     options.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     say("")

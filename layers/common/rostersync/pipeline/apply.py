@@ -9,18 +9,19 @@ after planning and writes nothing but its run record.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
-from pydantic import ValidationError
 
-from rostersync.pipeline.changes import ChangePlan, plan_changes
+from rostersync.config import get_config
+from rostersync.pipeline.apply_bounded import SeenIds, plan_run_bounded, start_working_set
+from rostersync.pipeline.apply_memory import plan_run_in_memory
+from rostersync.pipeline.changes import ChangePlan
 from rostersync.pipeline.options import district_today, roster_options, settings_doc
-from rostersync.pipeline.transform import mirror_doc, needs_write
-from rostersync.roster.compute import Snapshot, compute_product
-from rostersync.roster.models import ENTITY_MODELS, Record, RecordError, normalize, normalize_active
+from rostersync.pipeline.transform import mirror_doc
+from rostersync.roster.models import RecordError, normalize
 from rostersync.roster.product import Issue
 from rostersync.sources.base import ENTITIES
 from rostersync.staging.layout import PageRef
@@ -30,13 +31,6 @@ from rostersync.store.settings import load_last_good
 
 logger = Logger(service="rostersync", child=True)
 
-SNAPSHOT_FIELDS = {
-    "orgs": "orgs",
-    "academicSessions": "academic_sessions",
-    "classes": "classes",
-    "users": "users",
-    "enrollments": "enrollments",
-}
 # Rejections of orgs count against schools, of sessions against terms.
 COUNT_ENTITY = {"orgs": "schools", "academicSessions": "terms"}
 # The safeguard weighs deletions of these (SPEC 5: active users or classes).
@@ -88,32 +82,65 @@ def _apply(
 ) -> dict[str, Any]:
     run_id = run["runId"]
     dry_run = bool(run.get("dryRun"))
-    seen, repeated = _scan_run_pages(district_id, run_id)
-    if repeated:
-        _settle_repeated_records(district_id, run_id, repeated, dry_run_id=run_id if dry_run else None)
-    snapshot, versions = load_snapshot(district_id)
-    if dry_run:
-        _overlay_dry_run(district_id, run_id, snapshot, versions)
-    complete = run.get("completeEntities", ENTITIES if run.get("mode") == "full" else [])
-    absent = _absent_records(snapshot, seen, complete) if complete else {}
     options, today = roster_options(settings), district_today(settings, now)
-    state = compute_product(_without(snapshot, absent), options, today)
-    plan = plan_changes(district_id, state)
+    working_set, seen = start_working_set(options, today)
+    try:
+        _scan_run_pages(district_id, run_id, seen)
+        repeated = seen.repeated()
+        if repeated:
+            _settle_repeated_records(district_id, run_id, repeated, dry_run_id=run_id if dry_run else None)
+        complete = run.get("completeEntities", ENTITIES if run.get("mode") == "full" else [])
+        plan: RunPlan
+        if get_config().apply_engine == "memory":
+            plan = plan_run_in_memory(
+                district_id,
+                run_id,
+                dry_run=dry_run,
+                seen=seen,
+                complete=complete,
+                options=options,
+                today=today,
+            )
+        else:
+            plan = plan_run_bounded(district_id, run_id, working_set, dry_run=dry_run, complete=complete)
+        return _settle(district_id, run, settings, plan, dry_run, log)
+    finally:
+        working_set.close()
 
+
+class RunPlan(Protocol):
+    """What an apply engine planned (`apply_bounded.BoundedRunPlan`, `apply_memory.MemoryRunPlan`)."""
+
+    @property
+    def kinds(self) -> Mapping[str, Any]: ...  # per kind: counts(), active_before, removal_sample()
+    def counts(self) -> dict[str, dict[str, int]]: ...
+    def samples(self) -> dict[str, dict[str, list[str]]]: ...
+    def write(self, *, deletions: bool) -> int: ...
+    def errors(self) -> Iterator[Issue]: ...
+    def warnings(self) -> Iterator[Issue]: ...
+    def error_counts(self) -> dict[str, int]: ...
+    def absent_ids(self) -> Iterator[tuple[str, Iterable[str]]]: ...
+    def without_deletions(self) -> RunPlan: ...
+    def close(self) -> None: ...
+
+
+def _settle(
+    district_id: str, run: dict[str, Any], settings: Any, plan: RunPlan, dry_run: bool, log: dict[str, Any]
+) -> dict[str, Any]:
+    run_id = run["runId"]
     safeguard = _safeguard(plan, settings_doc(settings).get("maxDeletePercent", 10))
     tripped = bool(safeguard["tripped"]) and not run.get("confirmDeletes") and not dry_run
     if tripped:
         # Deletes nothing: the records the fetch no longer had, and those sent
         # as tobedeleted, count as still there, so no roster shrinks either;
         # every other change is applied.
-        state = compute_product(_undeleted(snapshot, versions, run_id), options, today)
-        plan = plan_changes(district_id, state)
+        plan = plan.without_deletions()
 
     counts = plan.counts()
-    for entity, rejected in _rejections(district_id, run_id, state.errors).items():
+    for entity, rejected in _rejections(district_id, run_id, plan.error_counts()).items():
         counts.setdefault(COUNT_ENTITY.get(entity, entity), {})["rejected"] = rejected
-    runs.add_issues(district_id, run_id, "ERR", state.errors)
-    runs.add_issues(district_id, run_id, "WARN", state.warnings)
+    runs.add_issues(district_id, run_id, "ERR", plan.errors())
+    runs.add_issues(district_id, run_id, "WARN", plan.warnings())
 
     if dry_run:
         preview = plan.samples()
@@ -122,11 +149,11 @@ def _apply(
         return counts
 
     try:
-        writes = plan.write(district_id, deletions=not tripped)
+        writes = plan.write(deletions=not tripped)
     except Exception as error:
         raise PartlyAppliedError from error
     if not tripped:
-        for entity, ids in absent.items():
+        for entity, ids in plan.absent_ids():
             roster.delete_mirror(district_id, entity, ids)
     source_writes = int(run.get("sourceWrites", 0))
     fields: dict[str, Any] = {"counts": counts, "itemWrites": writes + source_writes, "productWrites": writes}
@@ -150,49 +177,11 @@ def _apply(
     return counts
 
 
-def _undeleted(snapshot: Snapshot, versions: Mapping[str, dict[str, str]], run_id: str) -> Snapshot:
-    """The snapshot with the records this run marked tobedeleted read as active, where they
-    are whole enough; records deleted by an earlier run stay deleted."""
-    fields: dict[str, Any] = {}
-    for entity, name in SNAPSHOT_FIELDS.items():
-        records = getattr(snapshot, name)
-        fields[name] = {
-            sid: _revived(entity, rec) if _written_by(versions[entity].get(sid, ""), run_id) else rec
-            for sid, rec in records.items()
-        }
-    return Snapshot(**fields)
-
-
-def _written_by(version: str, run_id: str) -> bool:
-    parts = version.split("|")
-    return len(parts) == 3 and parts[1] == run_id
-
-
-def _revived(entity: str, record: Record) -> Record:
-    if not record.deleted:
-        return record
-    try:
-        return normalize_active(entity, record)
-    except ValueError:
-        return record  # a bare deletion (only an id): nothing to keep it by
-
-
-def _without(snapshot: Snapshot, absent: Mapping[str, list[str]]) -> Snapshot:
-    if not absent:
-        return snapshot
-    fields = {}
-    for entity, name in SNAPSHOT_FIELDS.items():
-        records = getattr(snapshot, name)
-        gone = set(absent.get(entity, ()))
-        fields[name] = {sid: rec for sid, rec in records.items() if sid not in gone} if gone else records
-    return Snapshot(**fields)
-
-
-def _rejections(district_id: str, run_id: str, apply_errors: list[Issue]) -> dict[str, int]:
+def _rejections(district_id: str, run_id: str, apply_errors: Mapping[str, int]) -> dict[str, int]:
     """Rejected records per entity: the transform's (stored) and the apply's (just found)."""
     counts = runs.issue_counts(district_id, run_id, "ERR")
-    for issue in apply_errors:
-        counts[issue.entity] = counts.get(issue.entity, 0) + 1
+    for entity, count in apply_errors.items():
+        counts[entity] = counts.get(entity, 0) + count
     return counts
 
 
@@ -210,19 +199,19 @@ def _halt_message(safeguard: dict[str, Any]) -> str:
     )
 
 
-def _safeguard(plan: ChangePlan, max_percent: float) -> dict[str, Any]:
+def _safeguard(plan: RunPlan | ChangePlan, max_percent: float) -> dict[str, Any]:
     entities = {}
     for kind in GUARDED:
         kind_plan = plan.kinds[kind]
         active = kind_plan.active_before
-        would = len(kind_plan.removals)
+        would = kind_plan.counts()["deleted"]
         percent = round(100.0 * would / active, 2) if active else 0.0
         entities[kind] = {
             "active": active,
             "wouldDelete": would,
             "percent": percent,
             "tripped": percent > max_percent,
-            "sample": sorted(kind_plan.removal_ids())[:10],
+            "sample": kind_plan.removal_sample(),
         }
     return {
         "maxDeletePercent": max_percent,
@@ -231,50 +220,10 @@ def _safeguard(plan: ChangePlan, max_percent: float) -> dict[str, Any]:
     }
 
 
-def _decode(entity: str, rows: Iterable[tuple[str, str, str]], versions: dict[str, str]) -> dict[str, Any]:
-    model = ENTITY_MODELS[entity]
-    records: dict[str, Record] = {}
-    for sourced_id, doc, version in rows:
-        try:
-            records[sourced_id] = model.model_validate_json(doc)
-        except ValidationError:
-            # pydantic's message quotes the stored values: name the record only.
-            raise RuntimeError(f"stored {entity} record {sourced_id} cannot be read") from None
-        versions[sourced_id] = version
-    return records
-
-
-def load_snapshot(district_id: str) -> tuple[Snapshot, dict[str, dict[str, str]]]:
-    """The district's mirror as models, and each record's stored version."""
-    versions: dict[str, dict[str, str]] = {e: {} for e in ENTITIES}
-    snapshot = Snapshot(
-        **{SNAPSHOT_FIELDS[e]: _decode(e, roster.iter_mirror(district_id, e), versions[e]) for e in ENTITIES}
-    )
-    return snapshot, versions
-
-
-def _overlay_dry_run(
-    district_id: str, run_id: str, snapshot: Snapshot, versions: Mapping[str, dict[str, str]]
-) -> None:
-    """Lay a dry run's records over the mirror, as a real run would have written them."""
-    for entity in ENTITIES:
-        records = getattr(snapshot, SNAPSHOT_FIELDS[entity])
-        model = ENTITY_MODELS[entity]
-        for sourced_id, doc, version in roster.iter_mirror(district_id, entity, dry_run_id=run_id):
-            if needs_write(version, versions[entity].get(sourced_id)):
-                records[sourced_id] = model.model_validate_json(doc)
-
-
-def _scan_run_pages(district_id: str, run_id: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """The sourcedIds this run's pages hold, and those that came in more than one copy."""
-    seen: dict[str, set[str]] = {e: set() for e in ENTITIES}
-    repeated: dict[str, set[str]] = {}
+def _scan_run_pages(district_id: str, run_id: str, seen: SeenIds) -> None:
+    """Note the sourcedIds each of this run's pages holds (and so those sent more than once)."""
     for ref in iter_run_pages(district_id, run_id):
-        for sourced_id in _page_ids(ref):
-            if sourced_id in seen[ref.entity]:
-                repeated.setdefault(ref.entity, set()).add(sourced_id)
-            seen[ref.entity].add(sourced_id)
-    return seen, repeated
+        seen.add_page(ref.entity, _page_ids(ref))
 
 
 def _settle_repeated_records(
@@ -324,19 +273,6 @@ def _settles(best: str, stored: str | None, run_id: str) -> bool:
     if stored_run == run_id:
         return True  # another copy of this run was written last: the best copy replaces it
     return dlm >= stored_dlm  # a copy from an earlier run: this run's best wins unless older
-
-
-def _absent_records(
-    snapshot: Snapshot, seen: Mapping[str, set[str]], complete: Iterable[str]
-) -> dict[str, list[str]]:
-    """The records a complete read of an entity no longer contains (full runs, bulk files)."""
-    absent: dict[str, list[str]] = {}
-    for entity in complete:
-        records = getattr(snapshot, SNAPSHOT_FIELDS[entity])
-        missing = sorted(sid for sid in records if sid not in seen[entity])
-        if missing:
-            absent[entity] = missing
-    return absent
 
 
 def _page_ids(ref: PageRef) -> set[str]:

@@ -227,19 +227,3 @@ def plan_bounded(
     return BoundedResult(
         working_set, {kind: plan_kind_bounded(kind, working_set, stored(kind)) for kind in KINDS}
     )
-
-
-def plan_district(district_id: str, working_set: WorkingSet) -> BoundedResult:
-    """The DynamoDB layer: the district's mirror and stored product, one Query at a time.
-
-    Not yet called by `apply.py` (see docs/bounded-apply.md): a dry run's overlay, the
-    records a full run no longer saw, and the safeguard's recompute still go through the
-    in-memory path.
-    """
-    from rostersync.store import roster
-
-    return plan_bounded(
-        lambda entity: roster.iter_mirror(district_id, entity),
-        lambda kind: roster.iter_product(district_id, kind),
-        working_set,
-    )

@@ -29,6 +29,10 @@ class KindPlan:
     def removal_ids(self) -> list[str]:
         return [r["id"] if isinstance(r, dict) else r for r in self.removals]
 
+    def removal_sample(self) -> list[str]:
+        """The lowest removal ids (the safeguard's sample)."""
+        return sorted(self.removal_ids())[:SAMPLE_SIZE]
+
     def counts(self) -> dict[str, int]:
         return {
             "created": len(self.creates),

@@ -30,6 +30,8 @@ from datetime import date
 from itertools import islice
 from typing import Any
 
+from pydantic import ValidationError
+
 from rostersync.roster.class_names import class_name
 from rostersync.roster.compute import MAIN_LOCATION, RosterOptions, valid_email
 from rostersync.roster.models import ENTITY_MODELS, AcademicSession, Enrollment, Org, RosterClass, User
@@ -44,7 +46,7 @@ from rostersync.roster.usernames import (
 from rostersync.roster.visibility import class_start_date, visible_from
 
 BATCH = 5000
-MirrorRow = tuple[str, str, str]  # (sourcedId, normalized JSON, version), as store.roster.iter_mirror yields
+MirrorRow = tuple[str, Any, str]  # (sourcedId, normalized JSON or a Record, version), as iter_mirror yields
 
 
 def order_key(sourced_id: str) -> str:
@@ -112,8 +114,16 @@ class WorkingSet:
         loaded = 0
         it = iter(rows)
         while batch := list(islice(it, BATCH)):
-            records = (model.model_validate_json(doc) for _sid, doc, _version in batch)
-            values = [to_row(r) for r in records if not r.deleted]
+            values = []
+            for sourced_id, doc, _version in batch:
+                try:
+                    # A row is the stored JSON, or a record already read (a revived one)
+                    record = model.model_validate_json(doc) if isinstance(doc, str) else doc
+                except ValidationError:
+                    # pydantic's message quotes the stored values: name the record only.
+                    raise RuntimeError(f"stored {entity} record {sourced_id} cannot be read") from None
+                if not record.deleted:
+                    values.append(to_row(record))
             self.db.execute("BEGIN")
             self.db.executemany(sql, values)
             self.db.execute("COMMIT")

@@ -1,6 +1,6 @@
 """Peak memory and time of the apply engines on a synthetic district fed from generators.
 
-    PYTHONPATH=layers/common .venv/bin/python tests/bench/bounded_apply_memory.py --users 200000
+    .venv/bin/python -m rostersync.bench.apply_engine --users 200000
     ... --engine memory        # compute_product + plan_kind, for comparison
     ... --tracemalloc          # also Python's own peak allocation (slower)
 
@@ -161,12 +161,12 @@ def run(users: int, per_user: int, engine: str) -> dict[str, Any]:
                 pass
         counts, spooled, db_bytes, errors = {}, 0, 0, 0
     else:
-        fields = {"orgs": "orgs", "academicSessions": "academic_sessions", "classes": "classes",
-                  "users": "users", "enrollments": "enrollments"}  # fmt: skip
+        from rostersync.pipeline.apply_memory import SNAPSHOT_FIELDS
+
         snapshot = Snapshot(
-            **{
+            **{  # type: ignore[arg-type]
                 name: {sid: ENTITY_MODELS[e].model_validate_json(doc) for sid, doc, _ in district.mirror(e)}
-                for e, name in fields.items()
+                for e, name in SNAPSHOT_FIELDS.items()
             }
         )
         state = compute_product(snapshot, options, TODAY)
