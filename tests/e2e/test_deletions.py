@@ -72,6 +72,9 @@ def test_incremental_sends_the_filter_and_honours_it(stack, connect, district_id
     assert _users(stack, district_id)["stu-1-00003"]["givenName"] == "Ines"
     # only what changed was fetched: one user page, nothing unchanged re-sent
     assert second["counts"]["users"]["unchanged"] == first["counts"]["users"]["created"] - 1
+    # and the apply built on the working set the first run saved, reading only that user
+    assert first["applyRead"] == {"savedState": False}  # a full run reads the district whole
+    assert second["applyRead"] == {"savedState": True, "changedRecords": 1}, second
 
 
 def test_a_source_refusing_the_filter_gets_a_full_run_said_so(stack, connect, district_id, sis):

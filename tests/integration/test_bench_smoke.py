@@ -61,6 +61,11 @@ def test_bench_on_a_tiny_district_writes_every_key(tmp_path: Path) -> None:
     assert tiny["full"]["product_writes"] > 0
     assert results["resync_unchanged_item_writes"] == 0
     assert results["delta_changes"] >= 3 and results["delta_item_writes"] >= results["delta_changes"]
+    # the incremental run built on the working set the re-sync saved, and read far less than
+    # the same run reading the district whole
+    assert tiny["delta"]["apply_read"]["savedState"] is True
+    assert tiny["delta_whole_read"]["apply_read"] == {"savedState": False}
+    assert 0 < results["delta_item_reads"] < results["delta_whole_read_item_reads"]
     for function in ("fetch_roster", "transform_page", "apply_run"):
         figures = results["functions"]["T"][function]
         assert figures["invocations"] >= 1 and figures["max_s"] > 0 and figures["peak_rss_mb"] > 50

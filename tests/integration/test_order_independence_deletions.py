@@ -31,6 +31,7 @@ dateLastModified does not win or lose by page order (regression).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -72,7 +73,7 @@ BUMPED = "2026-09-25T08:00:00.000Z"  # newer than every dateLastModified of A
 ACTIONS = ("keep",) * 4 + ("remove", "remove", "tobedeleted", "tobedeleted", "change", "change", "revive")
 DELETING = frozenset({"remove", "tobedeleted"})
 GUARDED = ("users", "classes")
-RUN_FIELDS = ("productWrites", "safeguard", "message", "preview")
+RUN_FIELDS = ("productWrites", "safeguard", "message", "preview", "applyRead")
 
 SLOW = settings(
     max_examples=8,
@@ -258,11 +259,13 @@ def run(
     order: list[int] | None = None,
     fetch_done_after: int | None = None,
     dry_run: bool = False,
+    mode: str = "full",
 ) -> dict[str, Any]:
-    """A full run (or dry run) of `district_id` that fetches `district`'s pages; its outcome."""
-    run_id = runs.start_run(district_id, trigger="api", mode="full", dry_run=dry_run, moment=moment)["runId"]
+    """A full run (or dry run, or incremental run) of `district_id` that fetches `district`'s
+    pages; its outcome."""
+    run_id = runs.start_run(district_id, trigger="api", mode=mode, dry_run=dry_run, moment=moment)["runId"]
     run_ids.append(run_id)
-    runs.update_run(district_id, run_id, status="running", mode="full", fetchStartedAt=runs.iso(moment))
+    runs.update_run(district_id, run_id, status="running", mode=mode, fetchStartedAt=runs.iso(moment))
     refs = district.refs(district_id, run_id)
     for ref in refs:
         put_json(
@@ -587,9 +590,14 @@ def test_the_bounded_and_the_in_memory_apply_engines_give_the_same_outcome(
         try:
             first = run(district_id, history.before, run_ids=run_ids, moment=NOW)
             second = run(
-                district_id, history.after, run_ids=run_ids, moment=LATER,
-                order=order, fetch_done_after=fetch_done_after, dry_run=dry,
-            )  # fmt: skip
+                district_id,
+                history.after,
+                run_ids=run_ids,
+                moment=LATER,
+                order=order,
+                fetch_done_after=fetch_done_after,
+                dry_run=dry,
+            )
             return first, second
         finally:
             forget(district_id, run_ids)
@@ -602,6 +610,71 @@ def test_the_bounded_and_the_in_memory_apply_engines_give_the_same_outcome(
         assert bounded[0][key] == memory[0][key], f"run 1 {key}"
     for key in (*PRODUCT_KINDS, "errors", "warnings", "run"):
         assert bounded[1][key] == memory[1][key], key
+
+
+@SLOW
+@given(
+    data=st.data(),
+    history=histories(),
+    max_delete=st.sampled_from([0, 10, 100]),
+    dry_between=st.booleans(),
+)
+def test_incremental_runs_on_the_saved_working_set_end_as_runs_that_read_the_district_whole(
+    stack: dict[str, str], data: st.DataObject, history: History, max_delete: int, dry_between: bool
+) -> None:
+    """pipeline/apply_state.py: a run that succeeded saves its working set; the next
+    incremental run lays only the records its pages named over it. Three runs (A full,
+    A' incremental, A again incremental), once building on what the run before saved and
+    once reading the district whole: the same product, counts, issues and status."""
+    history = history.with_options(maxDeletePercent=max_delete)
+    order, fetch_done_after = data.draw(deliveries(len(history.after.refs("-", "-"))), label="deliveries")
+    note_history(history, order)
+
+    def three_runs(reuse: bool) -> list[dict[str, Any]]:
+        district_id = new_district(history.options)
+        run_ids: list[str] = []
+        try:
+            outcomes = [run(district_id, history.before, run_ids=run_ids, moment=NOW)]
+            if dry_between:  # a dry run in between changes neither mirror nor product
+                run(
+                    district_id,
+                    history.after,
+                    run_ids=run_ids,
+                    moment=NOW + timedelta(minutes=30),
+                    dry_run=True,
+                )
+            for sent, moment in ((history.after, LATER), (history.before, LATEST)):
+                if not reuse:
+                    runs.set_apply_state(district_id, None)
+                outcomes.append(
+                    run(
+                        district_id,
+                        sent,
+                        run_ids=run_ids,
+                        moment=moment,
+                        mode="incremental",
+                        order=order if sent is history.after else None,
+                        fetch_done_after=fetch_done_after if sent is history.after else None,
+                    )
+                )
+            return outcomes
+        finally:
+            forget(district_id, run_ids)
+
+    reused, whole = three_runs(True), three_runs(False)
+    # The incremental runs built on the saved working set when the run before had succeeded
+    statuses = [(o["run"]["status"], o["run"]["applyRead"]) for o in reused]
+    for before, after in itertools.pairwise(reused):
+        expected = before["run"]["status"] == "succeeded"
+        assert after["run"]["applyRead"]["savedState"] is expected, statuses
+        event(f"built on a saved working set: {expected}")
+    assert all(not o["run"]["applyRead"]["savedState"] for o in whole[1:])
+    for got, expected in zip(reused, whole, strict=True):
+        for key in (*PRODUCT_KINDS, "errors", "warnings"):
+            assert got[key] == expected[key], key
+        assert {k: v for k, v in got["run"].items() if k != "applyRead"} == {
+            k: v for k, v in expected["run"].items() if k != "applyRead"
+        }
 
 
 def small_district(*, gone: str | None = None) -> District:

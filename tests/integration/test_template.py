@@ -307,7 +307,7 @@ def test_bucket(aws_stack: dict[str, str], aws_clients: Callable[[str], Any]) ->
         for r in rules
         if r["Status"] == "Enabled"
     }
-    assert expiry == {"staging/": 7, "inbox/": 30, "pushes/": 7}
+    assert expiry == {"staging/": 7, "inbox/": 30, "pushes/": 7, "state/": 30}
 
 
 def _staging_queue_arn(aws_stack: dict[str, str], sqs: Any) -> str:

@@ -36,7 +36,7 @@ WILDCARD_ARNS: dict[str, str] = {
     r"arn:\$\{AWS::Partition\}:dynamodb:\$\{AWS::Region\}:\$\{AWS::AccountId\}:table/\$\{RosterTable\}/index/\*": (
         "the GSIs of the stack's own table (SAM's DynamoDB policy templates)"
     ),
-    r"arn:\$\{AWS::Partition\}:s3:::\$\{StagingBucket\}/(staging|inbox|pushes)/\*": (
+    r"arn:\$\{AWS::Partition\}:s3:::\$\{StagingBucket\}/(staging|inbox|pushes|state)/\*": (
         "objects under one prefix of the stack's own bucket"
     ),
     r"arn:\$\{AWS::Partition\}:ssm:\$\{AWS::Region\}:\$\{AWS::AccountId\}:parameter/rostersync/districts/\*": (
@@ -168,6 +168,17 @@ def test_only_the_fetch_can_read_or_decrypt_credentials(cfn: dict[str, Any]) -> 
     assert _arn_template(cfn, settings_statement["Resource"]).endswith(
         ":parameter/rostersync/districts/*/settings"
     )
+
+
+def test_only_the_apply_can_read_or_write_saved_working_sets(cfn: dict[str, Any]) -> None:
+    # state/ holds each district's roster (names, emails) between runs: the apply alone touches it.
+    touching = {
+        role: _as_list(statement["Action"])
+        for role, statement in _allow_statements(cfn)
+        for resource in _as_list(statement["Resource"])
+        if "/state/" in _arn_template(cfn, resource) or _arn_template(cfn, resource).endswith("}/*")
+    }
+    assert touching == {"ApplyRunFunctionRole": ["s3:GetObject", "s3:PutObject"]}
 
 
 def test_credentials_must_be_a_secure_string(clean_stack, aws_clients) -> None:

@@ -451,3 +451,76 @@ def record_writes(plan: Any, deletions: bool) -> list[tuple[str, str, list[Any]]
     ):
         plan.write("d1", deletions=deletions)
     return calls
+
+
+def test_a_saved_working_set_computes_as_a_fresh_one_of_the_same_records(tmp_path: Any) -> None:
+    # Given a district computed and saved (as apply_state saves it)
+    import shutil
+
+    from rostersync.roster.working_set import SCHEMA_VERSION
+
+    def row(entity: str, raw: dict[str, Any]) -> tuple[str, str, str]:
+        record = normalize(entity, raw)
+        return record.sourcedId, record.model_dump_json(), "v"
+
+    mirror = {
+        "orgs": [row("orgs", {"sourcedId": "s1", "name": "One", "type": "school"})],
+        "academicSessions": [],
+        "classes": [row("classes", {"sourcedId": "c1", "title": "Art", "school": {"sourcedId": "s1"}})],
+        "users": [
+            row(
+                "users", {"sourcedId": f"u{n}", "role": "student", "email": f"u{n}@x.org", "username": "same"}
+            )
+            for n in range(3)
+        ],
+        "enrollments": [
+            row("enrollments", {"sourcedId": f"e{n}", "role": "student", "user": f"u{n}", "class": "c1"})
+            for n in range(3)
+        ],
+    }
+    options = RosterOptions(username_source=True)
+    first = WorkingSet(options, TODAY)
+    result = plan_bounded(mirror, lambda kind: iter(()), first)
+    assert result.counts()["users"]["created"] == 3
+    first.prepare_to_save()
+    saved = str(tmp_path / "saved.sqlite")
+    first.db.close()
+    shutil.copy(first.path, saved)
+    first.close()
+
+    # When it is reopened, a user changes (now a duplicate email) and an enrollment is deleted
+    changes = {
+        "users": [row("users", {"sourcedId": "u2", "role": "student", "email": "u0@x.org"})],
+        "enrollments": [row("enrollments", {"sourcedId": "e1", "status": "tobedeleted"})],
+    }
+    reopened = WorkingSet(options, TODAY, saved=saved)
+    for entity, rows in changes.items():
+        reopened.change(entity, rows)
+    reopened.compute()
+    stored = {kind: list(reopened.iter_stored(kind)) for kind in PRODUCT_KINDS}
+    assert [u["id"] for u in stored["users"]] == ["u0", "u1", "u2"]
+
+    # Then it computes exactly what a fresh working set of the changed records does
+    changed = {
+        "users": [mirror["users"][0], mirror["users"][1], changes["users"][0]],
+        "enrollments": [mirror["enrollments"][0], mirror["enrollments"][2]],
+    }
+    with WorkingSet(options, TODAY) as fresh:
+        for entity in mirror:
+            fresh.load(entity, changed.get(entity, mirror[entity]))
+        fresh.compute()
+        for kind in PRODUCT_KINDS:
+            assert list(reopened.iter_items(kind)) == list(fresh.iter_items(kind)), kind
+        assert list(reopened.iter_errors()) == list(fresh.iter_errors())
+        assert list(reopened.iter_warnings()) == list(fresh.iter_warnings())
+    assert any("duplicate email" in issue.reason for issue in reopened.iter_errors())
+    reopened.close()
+
+    # And a file of another layout is refused, not misread
+    other = str(tmp_path / "other.sqlite")
+    import sqlite3
+
+    with sqlite3.connect(other) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(ValueError, match="layout"):
+        WorkingSet(options, TODAY, saved=other)

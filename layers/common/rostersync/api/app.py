@@ -181,7 +181,7 @@ def _run_view(item: dict[str, Any]) -> dict[str, Any]:
     view = {field: item.get(field) for field in RUN_FIELDS}
     view["dryRun"] = bool(item.get("dryRun"))
     view["confirmDeletes"] = bool(item.get("confirmDeletes"))
-    for optional in ("message", "itemWrites", "productWrites", "safeguard", "preview"):
+    for optional in ("message", "itemWrites", "productWrites", "applyRead", "safeguard", "preview"):
         if item.get(optional) is not None:
             view[optional] = item[optional]
     return view

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 import tracemalloc
@@ -25,6 +24,7 @@ from datetime import date
 from typing import Any
 from unittest.mock import patch
 
+from rostersync.bench.rss import peak_rss_mb
 from rostersync.pipeline import changes
 from rostersync.pipeline.bounded_changes import plan_bounded
 from rostersync.roster.compute import RosterOptions, Snapshot, compute_product
@@ -202,7 +202,8 @@ def main() -> None:
     figures = run(args.users, args.per_user, args.engine)
     if args.tracemalloc:
         figures["tracemallocPeakMB"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
-    figures["peakRssMB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    # VmHWM (bench/worker.py): ru_maxrss would carry over the bench process's own peak
+    figures["peakRssMB"] = round(peak_rss_mb(), 1)
     json.dump(figures, sys.stdout)
     print()
 

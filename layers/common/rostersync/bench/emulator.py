@@ -3,7 +3,7 @@
 Run as `python -m rostersync.bench.emulator`. It prints its port, then answers
 one-line commands on stdin until stdin closes:
 
-- `stats`: a JSON line `{"writes": {kind: n}, "rss_mb": float, "cpu_s": float}`;
+- `stats`: a JSON line `{"writes": {kind: n}, "reads": {kind: n}, "rss_mb": float, "cpu_s": float}`;
 - `reset`: zero the write counts.
 
 Writes are counted in moto's DynamoDB backend, once per item that a PutItem,
@@ -36,6 +36,8 @@ FLOOR_PREFIX = "BENCHFLOOR#"
 _BOOKKEEPING_PREFIXES = ("DISTRICT#", "RUN#", "DRYSRC#", "PUSH#", "LOCK#")
 
 writes: Counter[str] = Counter()
+# Items read (returned by Query, GetItem and BatchGetItem), by the same kinds
+reads: Counter[str] = Counter()
 _lock = threading.Lock()
 
 
@@ -64,6 +66,18 @@ def install_counters() -> None:
     # put_item(table, item_attrs, ...); update_item(table, key, ...); delete_item(table, key, ...)
     for name in ("put_item", "update_item", "delete_item"):
         setattr(DynamoDBBackend, name, _counted(getattr(DynamoDBBackend, name), lambda args: args[1]))
+    original_get = DynamoDBBackend.get_item
+
+    def get_item(
+        self: DynamoDBBackend, table_name: str, keys: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        item = original_get(self, table_name, keys, *args, **kwargs)  # GetItem, and each key of a BatchGet
+        if item is not None:
+            with _lock:
+                reads[kind_of(keys.get("pk", {}).get("S", ""))] += 1
+        return item
+
+    DynamoDBBackend.get_item = get_item  # type: ignore[method-assign]
 
 
 def partition_query(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -129,6 +143,8 @@ def partition_query(original: Callable[..., Any]) -> Callable[..., Any]:
             results.append(item)
             size += item.size()
         scanned = len(results)
+        with _lock:
+            reads[kind_of(str(a["hash_key"].value))] += scanned
         results = copy.deepcopy(results)
         if a["filter_expression"] is not None:
             results = [item for item in results if a["filter_expression"].expr(item)]
@@ -231,13 +247,16 @@ def main() -> None:
         if command == "reset":
             with _lock:
                 writes.clear()
+                reads.clear()
             print("{}", flush=True)
         elif command == "stats":
             with _lock:
-                counts = dict(writes)
+                counts, read = dict(writes), dict(reads)
             usage = resource.getrusage(resource.RUSAGE_SELF)
             cpu_s = usage.ru_utime + usage.ru_stime
-            print(json.dumps({"writes": counts, "rss_mb": rss_mb(), "cpu_s": cpu_s}), flush=True)
+            print(
+                json.dumps({"writes": counts, "reads": read, "rss_mb": rss_mb(), "cpu_s": cpu_s}), flush=True
+            )
     server.stop()
 
 

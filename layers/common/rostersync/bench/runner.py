@@ -284,6 +284,9 @@ def _run(
         "mirror_writes": writes.get("mirror", 0),
         "product_writes": writes.get("product", 0),
         "bookkeeping_writes": writes.get("bookkeeping", 0),
+        # Mirror and product items read (Query, GetItem, BatchGetItem): what a run costs in reads
+        "item_reads": stats.get("reads", {}).get("mirror", 0) + stats.get("reads", {}).get("product", 0),
+        "apply_read": _plain(run.get("applyRead") or {}),
         "functions": functions,
         "emulator_rss_mb": round(stats["rss_mb"], 1),
         # CPU seconds the emulator spent on this run: where the time of a run goes here.
@@ -600,6 +603,23 @@ def bench_size(
         result["delta"] = delta
         say(
             f"[{size}] delta: {delta['item_writes']:,} item writes for {changes:,} changes in {delta['seconds']:.1f} s"
+            f" ({delta['item_reads']:,} items read; apply {delta['functions']['apply_run']['max_s']:.1f} s)"
+        )
+        checkpoint(result)
+
+        # The same again with the saved working set forgotten: the apply reads the district whole
+        from rostersync.store import runs
+
+        changes = change_one_percent(district, seed=6)
+        runs.set_apply_state(district_id, None)
+        say(f"[{size}] {changes:,} more records changed; incremental run reading the district whole...")
+        whole = _run(emulator, workers, district_id, "incremental", say, options.run_timeout_s)
+        whole["changes"] = changes
+        result["delta_whole_read"] = whole
+        say(
+            f"[{size}] delta reading whole: {whole['item_writes']:,} item writes for {changes:,} changes in "
+            f"{whole['seconds']:.1f} s ({whole['item_reads']:,} items read; "
+            f"apply {whole['functions']['apply_run']['max_s']:.1f} s)"
         )
 
         checkpoint(result)
@@ -780,6 +800,8 @@ def summarize(sizes: dict[str, dict[str, Any]], xl: dict[str, Any], options: Ben
         "resync_unchanged_item_writes": main.get("resync", {}).get("item_writes"),
         "delta_changes": main.get("delta", {}).get("changes"),
         "delta_item_writes": main.get("delta", {}).get("item_writes"),
+        "delta_item_reads": main.get("delta", {}).get("item_reads"),
+        "delta_whole_read_item_reads": main.get("delta_whole_read", {}).get("item_reads"),
         "fetch_pages_per_s_concurrent": fetch.get("concurrent", {}).get("pages_per_s"),
         "fetch_pages_per_s_sequential": fetch.get("sequential", {}).get("pages_per_s"),
         "xl": xl,
@@ -888,6 +910,8 @@ def table(results: dict[str, Any]) -> str:
         "resync_unchanged_item_writes",
         "delta_changes",
         "delta_item_writes",
+        "delta_item_reads",
+        "delta_whole_read_item_reads",
         "fetch_pages_per_s_concurrent",
         "fetch_pages_per_s_sequential",
     ):

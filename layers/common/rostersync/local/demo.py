@@ -180,9 +180,15 @@ def run_demo(
     if source in ("rest", "rest-1.2"):
         # The same district again: nothing changed in the SIS, so nothing is written.
         again = client.wait_run(DEMO_DISTRICT, client.force_sync(DEMO_DISTRICT))
+        read = again.get("applyRead") or {}
+        basis = (
+            f"built on the working set the first run saved ({read.get('changedRecords', 0)} changed records read)"
+            if read.get("savedState")
+            else "the district read whole"
+        )
         say(
             f"\nre-sync ({again['mode']}, nothing changed in the SIS): {again['status']}, "
-            f"{again.get('itemWrites', 0)} item writes"
+            f"{again.get('itemWrites', 0)} item writes; {basis}"
         )
         summary["resync"] = again
     return summary

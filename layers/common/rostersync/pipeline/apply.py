@@ -84,13 +84,13 @@ def _apply(
     dry_run = bool(run.get("dryRun"))
     options, today = roster_options(settings), district_today(settings, now)
     working_set, seen = start_working_set(options, today)
+    plan: RunPlan | None = None
     try:
         _scan_run_pages(district_id, run_id, seen)
         repeated = seen.repeated()
         if repeated:
             _settle_repeated_records(district_id, run_id, repeated, dry_run_id=run_id if dry_run else None)
         complete = run.get("completeEntities", ENTITIES if run.get("mode") == "full" else [])
-        plan: RunPlan
         if get_config().apply_engine == "memory":
             plan = plan_run_in_memory(
                 district_id,
@@ -105,6 +105,8 @@ def _apply(
             plan = plan_run_bounded(district_id, run_id, working_set, dry_run=dry_run, complete=complete)
         return _settle(district_id, run, settings, plan, dry_run, log)
     finally:
+        if plan is not None:
+            plan.close()  # every working set it opened (a saved one, a halted run's second)
         working_set.close()
 
 
@@ -121,7 +123,11 @@ class RunPlan(Protocol):
     def error_counts(self) -> dict[str, int]: ...
     def absent_ids(self) -> Iterator[tuple[str, Iterable[str]]]: ...
     def without_deletions(self) -> RunPlan: ...
+    def save_state(self) -> bool: ...
     def close(self) -> None: ...
+
+    # Built on a saved working set: how many changed mirror records were laid over it
+    reused_state: int | None
 
 
 def _settle(
@@ -157,6 +163,12 @@ def _settle(
             roster.delete_mirror(district_id, entity, ids)
     source_writes = int(run.get("sourceWrites", 0))
     fields: dict[str, Any] = {"counts": counts, "itemWrites": writes + source_writes, "productWrites": writes}
+    # What the apply read: the whole district, or a saved working set and the records that changed
+    fields["applyRead"] = (
+        {"savedState": True, "changedRecords": plan.reused_state}
+        if plan.reused_state is not None
+        else {"savedState": False}
+    )
     if safeguard["tripped"]:
         fields["safeguard"] = safeguard | {"confirmed": not tripped}
     if tripped:
@@ -166,6 +178,8 @@ def _settle(
         runs.finish_run(district_id, run_id, "halted", message=_halt_message(safeguard), **fields)
         logger.warning("run halted by the deletion safeguard", **log)
     else:
+        # Before the run ends: the next run may start as soon as it has.
+        fields["stateSaved"] = plan.save_state()
         runs.finish_run(district_id, run_id, "succeeded", **fields)
         logger.info("run succeeded", item_writes=writes + source_writes, **log)
     if run.get("bundleName"):

@@ -18,7 +18,14 @@ from datetime import date
 from itertools import groupby
 from typing import Any
 
-from rostersync.pipeline.bounded_changes import BoundedResult, SpooledKindPlan, plan_bounded
+from rostersync.pipeline import apply_state
+from rostersync.pipeline.bounded_changes import (
+    BoundedResult,
+    SpooledKindPlan,
+    plan_bounded,
+    plan_kind_bounded,
+)
+from rostersync.pipeline.changes import KINDS
 from rostersync.pipeline.transform import needs_write
 from rostersync.roster.compute import RosterOptions
 from rostersync.roster.models import ENTITY_MODELS, Record, normalize_active
@@ -58,6 +65,10 @@ class SeenIds:
             found.setdefault(entity, set()).add(sid)
         return found
 
+    def iter_ids(self, entity: str) -> Iterator[str]:
+        for (sid,) in self.db.execute("SELECT sid FROM seen WHERE entity = ? ORDER BY sid", (entity,)):
+            yield sid
+
     def has(self, entity: str, sourced_id: str) -> bool:
         row = self.db.execute("SELECT 1 FROM seen WHERE entity = ? AND sid = ?", (entity, sourced_id))
         return row.fetchone() is not None
@@ -78,6 +89,8 @@ class BoundedRunPlan:
         self.district_id, self.run_id, self.dry_run = district_id, run_id, dry_run
         self.working_set, self.result = working_set, result
         self._replans: list[WorkingSet] = []
+        # Built on a saved working set: how many changed mirror records were laid over it
+        self.reused_state: int | None = None
 
     @property
     def kinds(self) -> Mapping[str, SpooledKindPlan]:
@@ -106,6 +119,10 @@ class BoundedRunPlan:
         for entity, group in groupby(rows, key=lambda row: row[0]):
             yield entity, (sid for _, sid in group)
 
+    def save_state(self) -> bool:
+        """After writes that all succeeded: keep the working set for the next incremental run."""
+        return apply_state.save(self.district_id, self.run_id, self.result.working_set)
+
     def without_deletions(self) -> BoundedRunPlan:
         """The plan again with this run's deletions undone (the safeguard halted it): records
         the fetch no longer had stay, and this run's tobedeleted records read as active."""
@@ -118,6 +135,7 @@ class BoundedRunPlan:
         result = _plan(self.district_id, again, rows)
         replan = BoundedRunPlan(self.district_id, self.run_id, first, result, dry_run=self.dry_run)
         replan._replans = self._replans
+        replan.reused_state = self.reused_state  # what the plan that tripped the safeguard read
         return replan
 
     def close(self) -> None:
@@ -139,7 +157,12 @@ def plan_run_bounded(
     dry_run: bool,
     complete: Iterable[str],
 ) -> BoundedRunPlan:
-    """Stream the mirror (with the run's overlay and absences) into `working_set` and plan."""
+    """Stream the mirror (with the run's overlay and absences) into `working_set` and plan;
+    an incremental run builds on the working set the last run saved, when it may."""
+    if not dry_run and not complete:
+        saved = apply_state.open_saved(district_id, run_id, working_set.options, working_set.today)
+        if saved is not None:
+            return _plan_on_saved(district_id, run_id, working_set, saved)
     if dry_run:
         _load_overlay(district_id, run_id, working_set)
     rows = _mirror_rows(district_id, run_id, working_set, dry_run=dry_run, complete=frozenset(complete))
@@ -152,6 +175,22 @@ def _plan(district_id: str, working_set: WorkingSet, rows: Mapping[str, Any]) ->
     return plan_bounded(
         lambda entity: rows[entity](), lambda kind: roster.iter_product(district_id, kind), working_set
     )
+
+
+def _plan_on_saved(district_id: str, run_id: str, scratch: WorkingSet, saved: WorkingSet) -> BoundedRunPlan:
+    """Lay the records this run's pages named (as the mirror now holds them) over the saved
+    working set, compute, and plan against the product items as the saving run left them."""
+    seen = SeenIds(scratch)
+    changed = sum(
+        saved.change(entity, roster.get_mirror(district_id, entity, seen.iter_ids(entity)))
+        for entity in ENTITIES
+    )
+    saved.compute()
+    kinds = {kind: plan_kind_bounded(kind, saved, saved.iter_stored(kind)) for kind in KINDS}
+    plan = BoundedRunPlan(district_id, run_id, scratch, BoundedResult(saved, kinds), dry_run=False)
+    plan._replans.append(saved)
+    plan.reused_state = changed
+    return plan
 
 
 def _load_overlay(district_id: str, run_id: str, working_set: WorkingSet) -> None:

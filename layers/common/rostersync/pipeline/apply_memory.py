@@ -46,6 +46,7 @@ class MemoryRunPlan:
     today: Any
     state: ProductState
     plan: ChangePlan
+    reused_state: int | None = None  # the whole district is read, always
 
     @property
     def kinds(self) -> Mapping[str, Any]:
@@ -84,6 +85,9 @@ class MemoryRunPlan:
             self.district_id, self.run_id, self.snapshot, self.versions, {}, self.options, self.today,
             state, plan_changes(self.district_id, state),
         )  # fmt: skip
+
+    def save_state(self) -> bool:
+        return False  # nothing to save: the next run reads the district whole
 
     def close(self) -> None:
         pass

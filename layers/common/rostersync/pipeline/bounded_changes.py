@@ -127,6 +127,8 @@ def plan_kind_bounded(
     spool: list[tuple[Any, ...]] = []
     seq = 0
 
+    after: list[tuple[str, str, str]] = []  # the item as stored once this plan is written
+
     def put(action: str, phase: int, item_id: str, doc: Any) -> None:
         nonlocal seq
         seq += 1
@@ -135,12 +137,20 @@ def plan_kind_bounded(
             db.executemany("INSERT INTO plan VALUES (?, ?, ?, ?, ?, ?)", spool)
             spool.clear()
 
+    def stays(item_id: str, doc: dict[str, Any]) -> None:
+        after.append((kind, item_id, json.dumps(doc)))
+        if len(after) >= 5000:
+            db.executemany("INSERT INTO next_stored VALUES (?, ?, ?)", after)
+            after.clear()
+
     def computed_only(doc: dict[str, Any]) -> None:
+        stays(doc["id"], doc)
         plan.created += 1
         plan._note("create", doc["id"])
         put("create", _MERGE, doc["id"], doc)
 
     def both(doc: dict[str, Any], old: dict[str, Any]) -> None:
+        stays(doc["id"], doc)
         if old != doc:
             plan.updated += 1
             plan._note("update0", doc["id"])
@@ -159,6 +169,7 @@ def plan_kind_bounded(
         # One product user per email: a kept inactive user gives up an email now held by another.
         if old.get("email") is not None and working_set.has_user_email(old.get("email")):
             kept["email"] = ""
+        stays(item_id, kept)
         if old.get("status") != "inactive":
             plan.removed += 1
             plan._note("removal", item_id)
@@ -189,6 +200,7 @@ def plan_kind_bounded(
             both(doc, old)
             doc, old = next(computed, None), next(existing, None)
     db.executemany("INSERT INTO plan VALUES (?, ?, ?, ?, ?, ?)", spool)
+    db.executemany("INSERT INTO next_stored VALUES (?, ?, ?)", after)
     db.execute("COMMIT")
     return plan
 

@@ -72,7 +72,18 @@ CREATE TABLE losers(sid TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE taken(key TEXT PRIMARY KEY, sid TEXT) WITHOUT ROWID;
 CREATE TABLE uname(sid TEXT PRIMARY KEY, username TEXT) WITHOUT ROWID;
 CREATE TABLE issues(kind TEXT, entity TEXT, ord TEXT, sid TEXT, reason TEXT);
+-- the product items as stored after this run's writes (see bounded_changes), and as they
+-- were stored after the run that saved this file (a saved working set: `stored`)
+CREATE TABLE next_stored(kind TEXT, id TEXT, doc TEXT, PRIMARY KEY (kind, id)) WITHOUT ROWID;
+CREATE TABLE stored(kind TEXT, id TEXT, doc TEXT, PRIMARY KEY (kind, id)) WITHOUT ROWID;
 """
+# The file's layout; a saved working set of another layout is not reused.
+SCHEMA_VERSION = 1
+# Rebuilt by every compute(): cleared before a saved working set is computed again.
+_DERIVED = ("schools", "cand", "losers", "taken", "uname", "issues", "next_stored")
+_DERIVED_INDEXES = ("cand_email", "cand_email_lc", "cand_ord")
+# Tables other modules keep in the file for one run only (apply_bounded, bounded_changes).
+_RUN_ONLY = ("plan", "seen", "absent", "overlay")
 
 # enr.state
 _UNKNOWN_CLASS, _UNKNOWN_USER, _IN_FORCE, _ENDED = 1, 2, 3, 4
@@ -81,17 +92,80 @@ _UNKNOWN_CLASS, _UNKNOWN_USER, _IN_FORCE, _ENDED = 1, 2, 3, 4
 class WorkingSet:
     """One district's computed product state, on disk. Use as a context manager."""
 
-    def __init__(self, options: RosterOptions, today: date, *, directory: str | None = None) -> None:
+    def __init__(
+        self, options: RosterOptions, today: date, *, directory: str | None = None, saved: str | None = None
+    ) -> None:
+        """A new, empty working set; or, with `saved`, the file of a saved one (moved in),
+        its records kept and everything computed from them cleared."""
         self.options = options
         self.today = today
         self._dir = tempfile.mkdtemp(prefix="rostersync-apply-", dir=directory)
-        self.db = sqlite3.connect(os.path.join(self._dir, "working.db"), isolation_level=None)
+        self.path = os.path.join(self._dir, "working.db")
+        if saved is not None:
+            shutil.move(saved, self.path)
+        self.db = sqlite3.connect(self.path, isolation_level=None)
         # A scratch database: nothing to recover after a crash, so no journal and no fsync.
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-16000"):
             self.db.execute(f"PRAGMA {pragma}")
-        self.db.executescript(_SCHEMA)
         self._school_ids: frozenset[str] = frozenset()
         self.computed = False
+        if saved is None:
+            self.db.executescript(_SCHEMA)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            return
+        (version,) = self.db.execute("PRAGMA user_version").fetchone()
+        if version != SCHEMA_VERSION:
+            self.close()
+            raise ValueError(f"saved working set has layout {version}, not {SCHEMA_VERSION}")
+        self._clear_run_tables()
+        self.db.execute("BEGIN")
+        for name in _DERIVED:
+            self.db.execute(f"DELETE FROM {name}")
+        for index in _DERIVED_INDEXES:
+            self.db.execute(f"DROP INDEX IF EXISTS {index}")
+        self.db.execute("UPDATE users SET teaches = 0 WHERE teaches = 1")
+        self.db.execute("COMMIT")
+
+    def _clear_run_tables(self) -> None:
+        for name in _RUN_ONLY:
+            self.db.execute(f"DROP TABLE IF EXISTS {name}")
+
+    def change(self, entity: str, rows: Iterable[MirrorRow]) -> int:
+        """Lay mirror rows over a saved working set's records: a row replaces the record
+        of its sourcedId; a deleted (tobedeleted) one removes it. Returns how many rows."""
+        model = ENTITY_MODELS[entity]
+        table, to_row = _LOADERS[entity]
+        marks = ",".join("?" * _WIDTH[table])
+        changed = 0
+        it = iter(rows)
+        while batch := list(islice(it, BATCH)):
+            self.db.execute("BEGIN")
+            for sourced_id, doc, _version in batch:
+                record = _read(model, entity, sourced_id, doc)
+                if record.deleted:
+                    self.db.execute(f"DELETE FROM {table} WHERE sid = ?", (record.sourcedId,))
+                else:
+                    self.db.execute(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", to_row(record))
+            self.db.execute("COMMIT")
+            changed += len(batch)
+        return changed
+
+    def iter_stored(self, kind: str) -> Iterator[dict[str, Any]]:
+        """The kind's product items as the run that saved this working set left them, by id."""
+        for (doc,) in self.db.execute("SELECT doc FROM stored WHERE kind = ? ORDER BY id", (kind,)):
+            yield json.loads(doc)
+
+    def prepare_to_save(self) -> None:
+        """After this run's writes: its product items become `stored`; run-only tables go."""
+        self.db.execute("BEGIN")
+        self.db.execute("DROP TABLE stored")
+        self.db.execute("ALTER TABLE next_stored RENAME TO stored")
+        self.db.execute(
+            "CREATE TABLE next_stored(kind TEXT, id TEXT, doc TEXT, PRIMARY KEY (kind, id)) WITHOUT ROWID"
+        )
+        self.db.execute("DELETE FROM issues")
+        self.db.execute("COMMIT")
+        self._clear_run_tables()
 
     def __enter__(self) -> WorkingSet:
         return self
@@ -116,12 +190,7 @@ class WorkingSet:
         while batch := list(islice(it, BATCH)):
             values = []
             for sourced_id, doc, _version in batch:
-                try:
-                    # A row is the stored JSON, or a record already read (a revived one)
-                    record = model.model_validate_json(doc) if isinstance(doc, str) else doc
-                except ValidationError:
-                    # pydantic's message quotes the stored values: name the record only.
-                    raise RuntimeError(f"stored {entity} record {sourced_id} cannot be read") from None
+                record = _read(model, entity, sourced_id, doc)
                 if not record.deleted:
                     values.append(to_row(record))
             self.db.execute("BEGIN")
@@ -177,7 +246,7 @@ class WorkingSet:
                 )
             ),
         )
-        db.execute("CREATE INDEX enr_class ON enr(class_id, state)")
+        db.execute("CREATE INDEX IF NOT EXISTS enr_class ON enr(class_id, state)")
         db.execute(
             "UPDATE users SET teaches = 1 WHERE sid IN "
             "(SELECT user_id FROM enr WHERE state = ? AND role = 'teacher')",
@@ -414,6 +483,17 @@ class WorkingSet:
     def error_counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT entity, COUNT(*) FROM issues WHERE kind = 'ERR' GROUP BY entity")
         return dict(rows.fetchall())
+
+
+def _read(model: Any, entity: str, sourced_id: str, doc: Any) -> Any:
+    """A row's record: the stored JSON read, or a record already read (a revived one)."""
+    if not isinstance(doc, str):
+        return doc
+    try:
+        return model.model_validate_json(doc)
+    except ValidationError:
+        # pydantic's message quotes the stored values: name the record only.
+        raise RuntimeError(f"stored {entity} record {sourced_id} cannot be read") from None
 
 
 def _iso(day: date | None) -> str | None:

@@ -58,6 +58,27 @@ def mirror_versions(
     return found
 
 
+def get_mirror(district_id: str, entity: str, sourced_ids: Iterable[str]) -> Iterator[tuple[str, str, str]]:
+    """(sourcedId, normalized JSON, version) of each given record that is in the mirror."""
+    pk = _mirror_pk(district_id, entity, None)
+    wanted = list(dict.fromkeys(sourced_ids))
+    name = get_config().roster_table_name
+    dynamodb = aws.client("dynamodb")
+    for start in range(0, len(wanted), 100):
+        request: dict[str, Any] = {
+            name: {
+                "Keys": [{"pk": {"S": pk}, "sk": {"S": sid}} for sid in wanted[start : start + 100]],
+                "ProjectionExpression": "sk, #d, v",
+                "ExpressionAttributeNames": {"#d": "doc"},
+            }
+        }
+        while request:
+            answer = dynamodb.batch_get_item(RequestItems=request)
+            for item in answer["Responses"].get(name, []):
+                yield item["sk"]["S"], item["doc"]["S"], item.get("v", {}).get("S", "")
+            request = answer.get("UnprocessedKeys") or {}
+
+
 def write_mirror(
     district_id: str, entity: str, records: Sequence[tuple[str, str, str]], *, dry_run_id: str | None = None
 ) -> int:

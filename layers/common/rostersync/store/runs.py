@@ -511,3 +511,36 @@ def set_watermark(district_id: str, watermark: str, run_id: str) -> None:
         UpdateExpression="SET watermark = :w, lastSuccessfulRunId = :r",
         ExpressionAttributeValues={":w": watermark, ":r": run_id},
     )
+
+
+# ---- the apply state: the working set a run left, which the next incremental run reuses ----
+
+
+def set_apply_state(district_id: str, state: dict[str, Any] | None) -> None:
+    """Record the saved working set (`{"runId", "key", "schema"}`), or forget it (None)."""
+    key = {"pk": keys.district_pk(district_id), "sk": keys.DISTRICT_SK}
+    if state is None:
+        table().update_item(Key=key, UpdateExpression="REMOVE applyState")
+    else:
+        table().update_item(
+            Key=key, UpdateExpression="SET applyState = :s", ExpressionAttributeValues={":s": state}
+        )
+
+
+def runs_since(district_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The district's runs other than `run_id` started at or after its start (run ids sort by
+    start time to the millisecond; one started in the same millisecond counts as after)."""
+    return [
+        plain(item)
+        for item in query_all(
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :after AND :last",
+            ExpressionAttributeValues={
+                ":pk": keys.district_pk(district_id),
+                ":after": keys.run_sk(run_id.split("-")[0]),
+                ":last": keys.run_sk("~"),  # after every run id (digits, letters, '-')
+            },
+            ProjectionExpression="runId, dryRun, #s",
+            ExpressionAttributeNames={"#s": "status"},
+        )
+        if item.get("runId") != run_id
+    ]
