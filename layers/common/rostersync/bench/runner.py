@@ -337,6 +337,37 @@ def change_one_percent(district: Any, fraction: float = DELTA_FRACTION, seed: in
     return changed
 
 
+def delta_run(
+    emulator: Emulator,
+    workers: list[Worker],
+    district: Any,
+    district_id: str,
+    options: BenchOptions,
+    say: Say,
+    *,
+    seed: int,
+    whole: bool,
+) -> dict[str, Any]:
+    """Change 1 % of the district in the SIS, then an incremental run; with `whole`, the
+    working set the last run saved is forgotten first, so the apply reads the district whole."""
+    from rostersync.store import runs
+
+    size = district_id.removeprefix("bench-").upper()
+    changes = change_one_percent(district, seed=seed)
+    if whole:
+        runs.set_apply_state(district_id, None)
+    how = "reading the district whole" if whole else "on the saved working set"
+    say(f"[{size}] {changes:,} records changed in the SIS; incremental run {how}...")
+    delta = _run(emulator, workers, district_id, "incremental", say, options.run_timeout_s)
+    delta["changes"] = changes
+    say(
+        f"[{size}] delta {how}: {delta['item_writes']:,} item writes for {changes:,} changes in "
+        f"{delta['seconds']:.1f} s ({delta['item_reads']:,} items read; "
+        f"apply {delta['functions']['apply_run']['max_s']:.1f} s)"
+    )
+    return delta
+
+
 # -- floors ------------------------------------------------------------------------
 
 
@@ -596,33 +627,12 @@ def bench_size(
         )
 
         checkpoint(result)
-        changes = change_one_percent(district)
-        say(f"[{size}] {changes:,} records changed in the SIS; incremental run...")
-        delta = _run(emulator, workers, district_id, "incremental", say, options.run_timeout_s)
-        delta["changes"] = changes
-        result["delta"] = delta
-        say(
-            f"[{size}] delta: {delta['item_writes']:,} item writes for {changes:,} changes in {delta['seconds']:.1f} s"
-            f" ({delta['item_reads']:,} items read; apply {delta['functions']['apply_run']['max_s']:.1f} s)"
-        )
-        checkpoint(result)
-
-        # The same again with the saved working set forgotten: the apply reads the district whole
-        from rostersync.store import runs
-
-        changes = change_one_percent(district, seed=6)
-        runs.set_apply_state(district_id, None)
-        say(f"[{size}] {changes:,} more records changed; incremental run reading the district whole...")
-        whole = _run(emulator, workers, district_id, "incremental", say, options.run_timeout_s)
-        whole["changes"] = changes
-        result["delta_whole_read"] = whole
-        say(
-            f"[{size}] delta reading whole: {whole['item_writes']:,} item writes for {changes:,} changes in "
-            f"{whole['seconds']:.1f} s ({whole['item_reads']:,} items read; "
-            f"apply {whole['functions']['apply_run']['max_s']:.1f} s)"
-        )
-
-        checkpoint(result)
+        # A 1 % delta on the working set the re-sync saved; then another, with it forgotten
+        for key, seed, whole in (("delta", 5, False), ("delta_whole_read", 6, True)):
+            result[key] = delta_run(
+                emulator, workers, district, district_id, options, say, seed=seed, whole=whole
+            )
+            checkpoint(result)
 
         result["emulator_rss_after_mb"] = round(emulator.stats()["rss_mb"], 1)
         return result

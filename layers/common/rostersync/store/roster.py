@@ -34,49 +34,37 @@ def _mirror_pk(district_id: str, entity: str, dry_run_id: str | None) -> str:
     return keys.source_pk(district_id, entity)
 
 
+def _batch_get(pk: str, sourced_ids: Iterable[str], projection: str) -> Iterator[dict[str, Any]]:
+    """The items of partition `pk` with these sort keys (those that exist), 100 per BatchGet."""
+    wanted = list(dict.fromkeys(sourced_ids))
+    name = get_config().roster_table_name
+    dynamodb = aws.client("dynamodb")
+    for start in range(0, len(wanted), 100):
+        keys_and_projection: dict[str, Any] = {
+            "Keys": [{"pk": {"S": pk}, "sk": {"S": sid}} for sid in wanted[start : start + 100]],
+            "ProjectionExpression": projection,
+        }
+        if "#d" in projection:  # `doc` is a reserved word
+            keys_and_projection["ExpressionAttributeNames"] = {"#d": "doc"}
+        request: dict[str, Any] = {name: keys_and_projection}
+        while request:
+            answer = dynamodb.batch_get_item(RequestItems=request)
+            yield from answer["Responses"].get(name, [])
+            request = answer.get("UnprocessedKeys") or {}
+
+
 def mirror_versions(
     district_id: str, entity: str, sourced_ids: Iterable[str], *, dry_run_id: str | None = None
 ) -> dict[str, str]:
     """The stored version (see `write_mirror`) of each given record that is in the mirror."""
-    pk = _mirror_pk(district_id, entity, dry_run_id)
-    wanted = list(dict.fromkeys(sourced_ids))
-    found: dict[str, str] = {}
-    name = get_config().roster_table_name
-    dynamodb = aws.client("dynamodb")
-    for start in range(0, len(wanted), 100):
-        request: dict[str, Any] = {
-            name: {
-                "Keys": [{"pk": {"S": pk}, "sk": {"S": sid}} for sid in wanted[start : start + 100]],
-                "ProjectionExpression": "sk, v",
-            }
-        }
-        while request:
-            answer = dynamodb.batch_get_item(RequestItems=request)
-            for item in answer["Responses"].get(name, []):
-                found[item["sk"]["S"]] = item["v"]["S"]
-            request = answer.get("UnprocessedKeys") or {}
-    return found
+    items = _batch_get(_mirror_pk(district_id, entity, dry_run_id), sourced_ids, "sk, v")
+    return {item["sk"]["S"]: item["v"]["S"] for item in items}
 
 
 def get_mirror(district_id: str, entity: str, sourced_ids: Iterable[str]) -> Iterator[tuple[str, str, str]]:
     """(sourcedId, normalized JSON, version) of each given record that is in the mirror."""
-    pk = _mirror_pk(district_id, entity, None)
-    wanted = list(dict.fromkeys(sourced_ids))
-    name = get_config().roster_table_name
-    dynamodb = aws.client("dynamodb")
-    for start in range(0, len(wanted), 100):
-        request: dict[str, Any] = {
-            name: {
-                "Keys": [{"pk": {"S": pk}, "sk": {"S": sid}} for sid in wanted[start : start + 100]],
-                "ProjectionExpression": "sk, #d, v",
-                "ExpressionAttributeNames": {"#d": "doc"},
-            }
-        }
-        while request:
-            answer = dynamodb.batch_get_item(RequestItems=request)
-            for item in answer["Responses"].get(name, []):
-                yield item["sk"]["S"], item["doc"]["S"], item.get("v", {}).get("S", "")
-            request = answer.get("UnprocessedKeys") or {}
+    for item in _batch_get(_mirror_pk(district_id, entity, None), sourced_ids, "sk, #d, v"):
+        yield item["sk"]["S"], item["doc"]["S"], item.get("v", {}).get("S", "")
 
 
 def write_mirror(
