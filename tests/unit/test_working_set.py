@@ -524,3 +524,38 @@ def test_a_saved_working_set_computes_as_a_fresh_one_of_the_same_records(tmp_pat
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(ValueError, match="layout"):
         WorkingSet(options, TODAY, saved=other)
+
+
+def test_leftover_working_sets_of_this_process_and_of_dead_ones_are_swept(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from rostersync.roster.working_set import LEFTOVER_PREFIX, sweep_leftovers
+
+    # Given the leftovers of this process (a killed invocation's, as Lambda restarts with the
+    # same pid), of a process that has ended, and the live working set of another process
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        names = {
+            "mine": f"{LEFTOVER_PREFIX}{os.getpid()}-abc",
+            "dead": f"{LEFTOVER_PREFIX}{int(dead.stdout)}-def",
+            "live": f"{LEFTOVER_PREFIX}{live.pid}-ghi",
+            "other": "rostersync-something-else",
+        }
+        for name in names.values():
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "working.db").write_bytes(b"x" * 10)
+        (tmp_path / f"{LEFTOVER_PREFIX}{os.getpid()}-jkl.sqlite").write_bytes(b"x")  # a download
+
+        # When an apply starts
+        assert sweep_leftovers(str(tmp_path)) == 3
+
+        # Then only the live process's working set and what is not a working set remain
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names["live"], names["other"]])
+    finally:
+        live.kill()
+        live.wait()

@@ -23,6 +23,7 @@ from rostersync.pipeline.options import district_today, roster_options, settings
 from rostersync.pipeline.transform import mirror_doc
 from rostersync.roster.models import RecordError, normalize
 from rostersync.roster.product import Issue
+from rostersync.roster.working_set import sweep_leftovers
 from rostersync.sources.base import ENTITIES
 from rostersync.staging.layout import PageRef
 from rostersync.staging.pages import get_json, iter_run_pages
@@ -51,6 +52,9 @@ def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> 
     if not runs.begin_apply(district_id, run_id):
         logger.info("apply ignored: another apply of this run is under way", **log)
         return None
+    swept = sweep_leftovers()
+    if swept:
+        logger.warning("removed working sets an earlier invocation left", count=swept, **log)
     try:
         return _apply(district_id, run, settings, now, log)
     except Exception as error:

@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from rostersync import aws
 from rostersync.config import get_config
 from rostersync.roster.compute import RosterOptions
-from rostersync.roster.working_set import SCHEMA_VERSION, WorkingSet
+from rostersync.roster.working_set import LEFTOVER_PREFIX, SCHEMA_VERSION, WorkingSet
 from rostersync.store import runs
 
 logger = Logger(service="rostersync", child=True)
@@ -54,7 +54,7 @@ def open_saved(district_id: str, run_id: str, options: RosterOptions, today: Any
     state = reusable_state(district_id, run_id)
     if state is None:
         return None
-    handle, path = tempfile.mkstemp(prefix="rostersync-state-", suffix=".sqlite")
+    handle, path = tempfile.mkstemp(prefix=f"{LEFTOVER_PREFIX}{os.getpid()}-", suffix=".sqlite")
     os.close(handle)
     try:
         aws.client("s3").download_file(get_config().staging_bucket_name, str(state["key"]), path)

@@ -46,7 +46,44 @@ from rostersync.roster.usernames import (
 from rostersync.roster.visibility import class_start_date, visible_from
 
 BATCH = 5000
+# A working set's directory: `rostersync-apply-{pid}-…` (see sweep_leftovers)
+LEFTOVER_PREFIX = "rostersync-apply-"
 MirrorRow = tuple[str, Any, str]  # (sourcedId, normalized JSON or a Record, version), as iter_mirror yields
+
+
+def sweep_leftovers(directory: str | None = None) -> int:
+    """Remove the working sets an invocation that was killed left behind (a Lambda timeout
+    stops the process, and the next invocation in the same container finds its /tmp as it
+    was: gigabytes at a large district). Only those of this process (one apply at a time)
+    and of processes no longer alive. Returns how many were removed."""
+    root = directory or tempfile.gettempdir()
+    removed = 0
+    for name in os.listdir(root):
+        if not name.startswith(LEFTOVER_PREFIX):
+            continue
+        pid_text = name[len(LEFTOVER_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid != os.getpid() and _alive(pid):
+            continue
+        path = os.path.join(root, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def order_key(sourced_id: str) -> str:
@@ -99,7 +136,7 @@ class WorkingSet:
         its records kept and everything computed from them cleared."""
         self.options = options
         self.today = today
-        self._dir = tempfile.mkdtemp(prefix="rostersync-apply-", dir=directory)
+        self._dir = tempfile.mkdtemp(prefix=f"{LEFTOVER_PREFIX}{os.getpid()}-", dir=directory)
         self.path = os.path.join(self._dir, "working.db")
         if saved is not None:
             shutil.move(saved, self.path)
