@@ -225,9 +225,29 @@ def _product_class(
     options: RosterOptions,
 ) -> ProductClass:
     class_terms = [terms[t] for t in cls.termIds if t in terms]
-    term_titles = tuple(t.title for t in class_terms)
     imported = [e for e in enrollments if e.userId in state.users]
-    start = class_start_date((e.beginDate for e in enrollments), (t.startDate for t in class_terms))
+    return product_class(
+        cls,
+        term_titles=tuple(t.title for t in class_terms),
+        start=class_start_date((e.beginDate for e in enrollments), (t.startDate for t in class_terms)),
+        teacher_ids={e.userId for e in imported if e.role != "student"},
+        student_ids={e.userId for e in imported if e.role == "student"},
+        options=options,
+    )
+
+
+def product_class(
+    cls: RosterClass,
+    *,
+    term_titles: tuple[str, ...],
+    start: date | None,
+    teacher_ids: set[str],
+    student_ids: set[str],
+    options: RosterOptions,
+) -> ProductClass:
+    """A class as the product shows it: its name (SPEC 4's fields appended), school, terms,
+    rosters of imported users in sourcedId order, start date and the day it becomes visible.
+    (Both engines build classes here: compute_product and roster/working_set.py.)"""
     return ProductClass(
         id=cls.sourcedId,
         sourcedId=cls.sourcedId,
@@ -245,8 +265,8 @@ def _product_class(
         periods=cls.periods,
         terms=term_titles,
         termIds=cls.termIds,
-        teacherIds=tuple(sorted({e.userId for e in imported if e.role != "student"}, key=sourced_id_order)),
-        studentIds=tuple(sorted({e.userId for e in imported if e.role == "student"}, key=sourced_id_order)),
+        teacherIds=tuple(sorted(teacher_ids, key=sourced_id_order)),
+        studentIds=tuple(sorted(student_ids, key=sourced_id_order)),
         startDate=start,
         visibleFrom=visible_from(start, options.future_class_lead_days),
     )

@@ -12,8 +12,8 @@ kept in memory are the school ids (a district's locations, not its people).
 
 The per-record rules are the very functions `compute_product` calls
 (`product_role`, `valid_email`, `wanted_username`/`username_conflict`,
-`class_name`, `class_start_date`, `visible_from`, `enrollment_in_force`'s
-test), and the result is proven equal to `compute_product`'s by
+`product_class` with its name and visibility, `class_start_date`,
+`enrollment_in_force`'s test), and the result is proven equal to `compute_product`'s by
 `tests/unit/test_working_set.py`. Product items come out in id order, ready
 for a merge join with the stored items (`pipeline/bounded_changes.py`).
 """
@@ -32,10 +32,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rostersync.roster.class_names import class_name
-from rostersync.roster.compute import MAIN_LOCATION, RosterOptions, valid_email
+from rostersync.roster.compute import MAIN_LOCATION, RosterOptions, product_class, valid_email
 from rostersync.roster.models import ENTITY_MODELS, AcademicSession, Enrollment, Org, RosterClass, User
-from rostersync.roster.product import Issue, ProductClass, ProductUser
+from rostersync.roster.product import Issue, ProductUser
 from rostersync.roster.roles import product_role
 from rostersync.roster.usernames import (
     UsernameCandidate,
@@ -43,7 +42,7 @@ from rostersync.roster.usernames import (
     username_conflict,
     wanted_username,
 )
-from rostersync.roster.visibility import class_start_date, visible_from
+from rostersync.roster.visibility import class_start_date
 
 BATCH = 5000
 # A working set's directory: `rostersync-apply-{pid}-…` (see sweep_leftovers)
@@ -462,27 +461,13 @@ class WorkingSet:
             )
             teachers = {uid for uid, role, _, imported in roster if imported and role != "student"}
             students = {uid for uid, role, _, imported in roster if imported and role == "student"}
-            yield ProductClass(
-                id=cls.sourcedId,
-                sourcedId=cls.sourcedId,
-                name=class_name(
-                    title=cls.title,
-                    fields=options.class_name_fields,
-                    periods=cls.periods,
-                    term_titles=term_titles,
-                    class_code=cls.classCode,
-                    sourced_id=cls.sourcedId,
-                ),
-                title=cls.title,
-                schoolId=cls.schoolId if options.auto_create_schools else MAIN_LOCATION.id,
-                classCode=cls.classCode,
-                periods=cls.periods,
-                terms=term_titles,
-                termIds=cls.termIds,
-                teacherIds=tuple(sorted(teachers, key=sourced_id_order)),
-                studentIds=tuple(sorted(students, key=sourced_id_order)),
-                startDate=start,
-                visibleFrom=visible_from(start, options.future_class_lead_days),
+            yield product_class(
+                cls,
+                term_titles=term_titles,
+                start=start,
+                teacher_ids=teachers,
+                student_ids=students,
+                options=options,
             ).model_dump(mode="json")
 
     def _enrollments(self) -> Iterator[dict[str, Any]]:
