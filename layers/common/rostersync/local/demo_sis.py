@@ -65,10 +65,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from rostersync.local.demo_data import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, V1P1_ROOT, DemoDistrict
+from rostersync.local.loopback import LoopbackServer
 
 _log = logging.getLogger(__name__)
 
@@ -478,8 +479,11 @@ class _Handler(BaseHTTPRequestHandler):
         _log.debug("demo SIS: " + format, *args)
 
 
-class DemoSis:
+class DemoSis(LoopbackServer):
     """A OneRoster 1.1 + 1.2 REST server for a `DemoDistrict`, in a daemon thread."""
+
+    label = "demo SIS"
+    thread_name = "demo-sis"
 
     def __init__(
         self,
@@ -498,7 +502,7 @@ class DemoSis:
         past_end: Literal["empty", "404", "400"] = "empty",
     ) -> None:
         self.district = district
-        self.host, self.port = host, port
+        super().__init__(host, port)
         self.client_id, self.client_secret = client_id, client_secret
         self.page_cap = page_cap
         self.latency_s = latency_s
@@ -513,42 +517,11 @@ class DemoSis:
         self._lock = threading.Lock()
         self._views: dict[tuple[str, str], list[dict]] = {}
         self._views_of: tuple[DemoDistrict, int] | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self) -> Self:
-        if self._server is not None:
-            return self
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="demo-sis", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server, self._thread = None, None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the demo SIS is not started")
-        return f"http://{self.host}:{self.port}"
+    def _http_server(self) -> ThreadingHTTPServer:
+        return _Server((self.host, self.port), self)
 
     @property
     def v1p1_url(self) -> str:

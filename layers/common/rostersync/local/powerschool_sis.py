@@ -80,11 +80,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from rostersync.local.demo_data import DemoDistrict
 from rostersync.local.demo_sis import LoggedRequest, Reply, RequestLog
+from rostersync.local.loopback import LoopbackServer
 from rostersync.roster.usernames import sourced_id_order
 
 _log = logging.getLogger(__name__)
@@ -561,8 +562,11 @@ class _Handler(BaseHTTPRequestHandler):
         _log.debug("PowerSchool test server: " + format, *args)
 
 
-class PowerSchoolSis:
+class PowerSchoolSis(LoopbackServer):
     """A PowerSchool `/ws/v1` server for a `DemoDistrict`, in a daemon thread."""
+
+    label = "PowerSchool test server"
+    thread_name = "powerschool-sis"
 
     def __init__(
         self,
@@ -579,7 +583,7 @@ class PowerSchoolSis:
         # Resources (e.g. "section_enrollment") that answer everything whatever
         # `page` says, as some PowerSchool versions do for small collections.
         self.unpaged = frozenset(unpaged)
-        self.host, self.port = host, port
+        super().__init__(host, port)
         self.client_id, self.client_secret = client_id, client_secret
         self.page_cap = page_cap
         self.requests = RequestLog()
@@ -590,46 +594,11 @@ class PowerSchoolSis:
         self._tokens: dict[str, float] = {}
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self) -> Self:
-        if self._server is not None:
-            return self
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="powerschool-sis",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server, self._thread = None, None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The PowerSchool server's base URL: the connector's `base_url`."""
-        if self._server is None:
-            raise RuntimeError("the PowerSchool test server is not started")
-        return f"http://{self.host}:{self.port}"
+    def _http_server(self) -> ThreadingHTTPServer:
+        return _Server((self.host, self.port), self)
 
     # -- test controls ---------------------------------------------------
 
