@@ -335,8 +335,15 @@ class Runs:
     rules: dict[str, dict[str, Any]]
 
 
-def two_runs(history: History, order: list[int] | None = None, fetch_done_after: int | None = None) -> Runs:
-    """Run 1 (A, in order) then run 2 (A', delivered as given) in a new district."""
+def two_runs(
+    history: History,
+    order: list[int] | None = None,
+    fetch_done_after: int | None = None,
+    *,
+    dry_run: bool = False,
+) -> Runs:
+    """Run 1 (A, in order) then run 2 (A', delivered as given; a dry run if asked) in a new
+    district."""
     district_id = new_district(history.options)
     run_ids: list[str] = []
     try:
@@ -348,6 +355,7 @@ def two_runs(history: History, order: list[int] | None = None, fetch_done_after:
             moment=LATER,
             order=order,
             fetch_done_after=fetch_done_after,
+            dry_run=dry_run,
         )
         return Runs(first, second, rules_product(district_id, history.after, LATER))
     finally:
@@ -582,34 +590,18 @@ def test_the_bounded_and_the_in_memory_apply_engines_give_the_same_outcome(
     order, fetch_done_after = data.draw(deliveries(len(history.after.refs("-", "-"))), label="deliveries")
     note_history(history, order)
 
-    def both_runs(engine: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def both_runs(engine: str) -> Runs:
         monkeypatch.setenv("APPLY_ENGINE", engine)
         get_config.cache_clear()
-        district_id = new_district(history.options)
-        run_ids: list[str] = []
         try:
-            first = run(district_id, history.before, run_ids=run_ids, moment=NOW)
-            second = run(
-                district_id,
-                history.after,
-                run_ids=run_ids,
-                moment=LATER,
-                order=order,
-                fetch_done_after=fetch_done_after,
-                dry_run=dry,
-            )
-            return first, second
+            return two_runs(history, order, fetch_done_after, dry_run=dry)
         finally:
-            forget(district_id, run_ids)
             monkeypatch.delenv("APPLY_ENGINE")
             get_config.cache_clear()
 
     bounded, memory = both_runs("bounded"), both_runs("memory")
-    event(f"run 2 {bounded[1]['run']['status']}")
-    for key in PRODUCT_KINDS:
-        assert bounded[0][key] == memory[0][key], f"run 1 {key}"
-    for key in (*PRODUCT_KINDS, "errors", "warnings", "run"):
-        assert bounded[1][key] == memory[1][key], key
+    event(f"run 2 {bounded.second['run']['status']}")
+    assert_same_outcome(bounded, memory)
 
 
 @SLOW

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -22,6 +23,19 @@ def general_mirror_doc(record: Record, run_id: str) -> tuple[str, str, str]:
     digest = hashlib.blake2b(doc.encode(), digest_size=12).hexdigest()
     dlm = record.dateLastModified.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if record.dateLastModified else ""
     return record.sourcedId, doc, f"{dlm}|{run_id}|{digest}"
+
+
+def _create_table(client: Any) -> None:
+    """Table "t" with the roster table's keys (pk, sk: strings)."""
+    client.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
 
 def test_mirror_doc_matches_the_general_path_on_the_demo_district() -> None:
@@ -111,18 +125,7 @@ def test_the_bench_emulators_partition_query_pages_as_moto_does() -> None:
 
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="t",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        _create_table(client)
         rng = random.Random(3)
         for n in range(150):
             pk = rng.choice(["A", "SRC#d#users", "SRC#d#users"])  # one partition over 1 MB: pages by size
@@ -200,18 +203,7 @@ def test_the_bench_emulator_answers_reads_as_plain_moto_does() -> None:
         ]
         answers = []
         for client in clients:
-            client.create_table(
-                TableName="t",
-                KeySchema=[
-                    {"AttributeName": "pk", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                AttributeDefinitions=[
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
+            _create_table(client)
             for start in range(0, len(items), 25):
                 client.batch_write_item(
                     RequestItems={"t": [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}

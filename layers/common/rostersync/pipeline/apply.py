@@ -106,7 +106,7 @@ def _apply(
                 today=today,
             )
         else:
-            plan = plan_run_bounded(district_id, run_id, working_set, dry_run=dry_run, complete=complete)
+            plan = plan_run_bounded(district_id, run_id, seen, dry_run=dry_run, complete=complete)
         return _settle(district_id, run, settings, plan, dry_run, log)
     finally:
         if plan is not None:

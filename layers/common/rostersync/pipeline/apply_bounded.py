@@ -47,6 +47,7 @@ class SeenIds:
     """The sourcedIds a run's pages held, per entity, on disk: a full run's are the district."""
 
     def __init__(self, working_set: WorkingSet) -> None:
+        self.working_set = working_set  # its file holds these ids, and the run's other tables
         self.db = working_set.db
         self.db.executescript(_SCHEMA)
 
@@ -78,17 +79,13 @@ class BoundedRunPlan:
     """A run's planned changes, spooled in the working set; the same interface as MemoryRunPlan."""
 
     def __init__(
-        self,
-        district_id: str,
-        run_id: str,
-        working_set: WorkingSet,
-        result: BoundedResult,
-        *,
-        dry_run: bool,
+        self, district_id: str, run_id: str, seen: SeenIds, result: BoundedResult, *, dry_run: bool
     ) -> None:
         self.district_id, self.run_id, self.dry_run = district_id, run_id, dry_run
-        self.working_set, self.result = working_set, result
-        self._replans: list[WorkingSet] = []
+        self.seen, self.result = seen, result
+        # The working sets this plan opened (a saved one, a halted run's second); the
+        # run's own, holding `seen`, is its caller's to close.
+        self._opened: list[WorkingSet] = []
         # Built on a saved working set: how many changed mirror records were laid over it
         self.reused_state: int | None = None
 
@@ -115,7 +112,7 @@ class BoundedRunPlan:
         return self.result.working_set.error_counts()
 
     def absent_ids(self) -> Iterator[tuple[str, Iterable[str]]]:
-        rows = self.working_set.db.execute("SELECT entity, sid FROM absent ORDER BY entity, sid")
+        rows = self.seen.db.execute("SELECT entity, sid FROM absent ORDER BY entity, sid")
         for entity, group in groupby(rows, key=lambda row: row[0]):
             yield entity, (sid for _, sid in group)
 
@@ -126,22 +123,21 @@ class BoundedRunPlan:
     def without_deletions(self) -> BoundedRunPlan:
         """The plan again with this run's deletions undone (the safeguard halted it): records
         the fetch no longer had stay, and this run's tobedeleted records read as active."""
-        first = self.working_set
+        first = self.seen.working_set
         again = WorkingSet(first.options, first.today)
-        self._replans.append(again)
+        self._opened.append(again)
         rows = _mirror_rows(
-            self.district_id, self.run_id, first, dry_run=self.dry_run, complete=(), revive=True
+            self.district_id, self.run_id, self.seen, dry_run=self.dry_run, complete=(), revive=True
         )
         result = _plan(self.district_id, again, rows)
-        replan = BoundedRunPlan(self.district_id, self.run_id, first, result, dry_run=self.dry_run)
-        replan._replans = self._replans
+        replan = BoundedRunPlan(self.district_id, self.run_id, self.seen, result, dry_run=self.dry_run)
+        replan._opened = self._opened
         replan.reused_state = self.reused_state  # what the plan that tripped the safeguard read
         return replan
 
     def close(self) -> None:
-        for working_set in self._replans:
+        for working_set in self._opened:
             working_set.close()
-        self.working_set.close()
 
 
 def start_working_set(options: RosterOptions, today: date) -> tuple[WorkingSet, SeenIds]:
@@ -150,24 +146,21 @@ def start_working_set(options: RosterOptions, today: date) -> tuple[WorkingSet, 
 
 
 def plan_run_bounded(
-    district_id: str,
-    run_id: str,
-    working_set: WorkingSet,
-    *,
-    dry_run: bool,
-    complete: Iterable[str],
+    district_id: str, run_id: str, seen: SeenIds, *, dry_run: bool, complete: Iterable[str]
 ) -> BoundedRunPlan:
-    """Stream the mirror (with the run's overlay and absences) into `working_set` and plan;
-    an incremental run builds on the working set the last run saved, when it may."""
+    """Stream the mirror (with the run's overlay and absences) into the working set holding
+    `seen`, and plan; an incremental run builds on the working set the last run saved, when
+    it may."""
+    working_set = seen.working_set
     if not dry_run and not complete:
         saved = apply_state.open_saved(district_id, run_id, working_set.options, working_set.today)
         if saved is not None:
-            return _plan_on_saved(district_id, run_id, working_set, saved)
+            return _plan_on_saved(district_id, run_id, seen, saved)
     if dry_run:
         _load_overlay(district_id, run_id, working_set)
-    rows = _mirror_rows(district_id, run_id, working_set, dry_run=dry_run, complete=frozenset(complete))
+    rows = _mirror_rows(district_id, run_id, seen, dry_run=dry_run, complete=frozenset(complete))
     result = _plan(district_id, working_set, rows)
-    return BoundedRunPlan(district_id, run_id, working_set, result, dry_run=dry_run)
+    return BoundedRunPlan(district_id, run_id, seen, result, dry_run=dry_run)
 
 
 def _plan(district_id: str, working_set: WorkingSet, rows: Mapping[str, Any]) -> BoundedResult:
@@ -177,18 +170,17 @@ def _plan(district_id: str, working_set: WorkingSet, rows: Mapping[str, Any]) ->
     )
 
 
-def _plan_on_saved(district_id: str, run_id: str, scratch: WorkingSet, saved: WorkingSet) -> BoundedRunPlan:
+def _plan_on_saved(district_id: str, run_id: str, seen: SeenIds, saved: WorkingSet) -> BoundedRunPlan:
     """Lay the records this run's pages named (as the mirror now holds them) over the saved
     working set, compute, and plan against the product items as the saving run left them."""
-    seen = SeenIds(scratch)
     changed = sum(
         saved.change(entity, roster.get_mirror(district_id, entity, seen.iter_ids(entity)))
         for entity in ENTITIES
     )
     saved.compute()
     kinds = {kind: plan_kind_bounded(kind, saved, saved.iter_stored(kind)) for kind in KINDS}
-    plan = BoundedRunPlan(district_id, run_id, scratch, BoundedResult(saved, kinds), dry_run=False)
-    plan._replans.append(saved)
+    plan = BoundedRunPlan(district_id, run_id, seen, BoundedResult(saved, kinds), dry_run=False)
+    plan._opened.append(saved)
     plan.reused_state = changed
     return plan
 
@@ -210,7 +202,7 @@ def _load_overlay(district_id: str, run_id: str, working_set: WorkingSet) -> Non
 def _mirror_rows(
     district_id: str,
     run_id: str,
-    working_set: WorkingSet,
+    seen: SeenIds,
     *,
     dry_run: bool,
     complete: frozenset[str] | tuple[()],
@@ -219,14 +211,14 @@ def _mirror_rows(
     """Per entity, a callable giving the rows the rules see: the mirror, a dry run's records
     over it, without what a complete read no longer had (noted in `absent`), and with this
     run's deletions read as active when `revive`."""
-    db = working_set.db
+    db = seen.db
 
     def rows(entity: str) -> Iterator[MirrorRow]:
         checks_absence = entity in complete
         absent: list[tuple[str, str]] = []
         for row in _overlaid(entity):
             sid = row[0]
-            if checks_absence and not _seen(entity, sid):
+            if checks_absence and not seen.has(entity, sid):
                 absent.append((entity, sid))
                 if len(absent) >= 5000:
                     _note_absent(absent)
@@ -257,12 +249,6 @@ def _mirror_rows(
         ).fetchall():
             yield from batch
             after = batch[-1][0]
-
-    def _seen(entity: str, sid: str) -> bool:
-        return (
-            db.execute("SELECT 1 FROM seen WHERE entity = ? AND sid = ?", (entity, sid)).fetchone()
-            is not None
-        )
 
     def _note_absent(absent: list[tuple[str, str]]) -> None:
         if absent:

@@ -72,7 +72,7 @@ def write_mirror(
 ) -> int:
     """records: (sourcedId, normalized JSON, version).
 
-    The version (`runId|dateLastModified|hash`) orders two copies of a record:
+    The version (`dateLastModified|runId|hash`) orders two copies of a record:
     the caller writes only copies newer than the stored one, so the mirror ends
     the same whichever order pages arrive in.
     """
