@@ -53,6 +53,10 @@ def test_bench_on_a_tiny_district_writes_every_key(tmp_path: Path) -> None:
     side = results["apply_engines"]["side_by_side"]
     assert side["bounded"]["counts"] == side["memory"]["counts"] and side["bounded"]["users"] == 2000
     assert results["xl"]["apply_engine"]["users"] == 3000 and results["xl"]["apply_engine"]["peak_rss_mb"] > 0
+    # and a 1 % change on a saved working set, in scope and whole: the same plan, fewer compared
+    delta = results["apply_engines"]["delta"]
+    assert delta["sameOutcome"] and delta["changes"] > 0
+    assert delta["scoped"]["itemsCompared"] < delta["whole"]["itemsCompared"]
 
     # and the runs did what the pipeline promises, counted at the emulator
     tiny = results["sizes"]["T"]

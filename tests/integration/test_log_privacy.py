@@ -14,9 +14,9 @@ its errors and warnings name records by sourcedId, never by name or email.
 Matching, chosen so that a hit is a real leak and not a common word:
 - emails and usernames: case-insensitive, as whole tokens (not inside a
   longer word or address);
-- given and family names: case-sensitive whole words of at least 4 letters
-  (short names such as "Ava" or "Kim" occur inside ordinary text), leaving
-  out the words that are also the district's school, class and term titles
+- given and family names: every word of them, short ones such as "Ava" or
+  "Kim" too, as case-sensitive whole words (so "Ava" inside "Java" is not a
+  hit), leaving out the words that are also the district's school, class and term titles
   ("Lincoln High School" is not a person) and the product's own vocabulary.
 """
 
@@ -149,7 +149,7 @@ def private_terms(district: DemoDistrict) -> tuple[set[str], set[str]]:
                     tokens.add(token.lower())
         for key in ("givenName", "familyName", "middleName"):
             for word in _words(user.get(key) or ""):
-                if len(word) >= 4 and word not in not_names:
+                if word not in not_names:
                     names.add(word)
     return tokens, names
 

@@ -3,6 +3,7 @@
     .venv/bin/python -m rostersync.bench.apply_engine --users 200000
     ... --engine memory        # compute_product + plan_kind, for comparison
     ... --tracemalloc          # also Python's own peak allocation (slower)
+    ... --engine delta         # a 1 % change on a saved working set: scoped vs whole
 
 No DynamoDB: the mirror rows (sourcedId, JSON, version) and the stored product
 items come from generators in id order, as the Queries would yield them. Each
@@ -136,7 +137,80 @@ class District:
                 yield {"id": f"e{e:09d}", "classId": "old", "userId": "old", "role": "student"}
 
 
+def changed_rows(district: District, entity: str, every: int = 100) -> list[tuple[str, str, str]]:
+    """1 % of the records, changed as a night's SIS changes them: a class retitled, a user's
+    family name, an enrollment ended (so its class's roster shrinks)."""
+    rows = []
+    for n, (sid, doc, _) in enumerate(district.mirror(entity)):
+        if n % every != 1:
+            continue
+        record = json.loads(doc)
+        if entity == "classes":
+            record["title"] += " (renamed)"
+        elif entity == "users":
+            record["familyName"] += "-Changed"
+        else:
+            record["endDate"] = "2026-09-15"
+        rows.append((sid, json.dumps(record), "v2"))
+    return rows
+
+
+def run_delta(users: int, per_user: int) -> dict[str, Any]:
+    """A district computed, planned and saved; then a 1 % change laid over the saved file and
+    computed twice side by side: in scope (roster/scope.py) and whole, as before it."""
+    import shutil
+    import tempfile
+
+    from rostersync.pipeline.bounded_changes import plan_saved_kind
+    from rostersync.roster import scope
+    from rostersync.roster.working_set import WorkingSet
+
+    district = District(users, per_user)
+    options = RosterOptions(username_source=True, class_name_fields=("period", "term"))
+    folder = tempfile.mkdtemp(prefix="rostersync-bench-delta-")
+    saved = os.path.join(folder, "saved.sqlite")
+    with WorkingSet(options, TODAY) as ws:
+        plan_bounded(district.mirror, district.stored, ws)
+        ws.prepare_to_save()
+        shutil.copy(ws.path, saved)
+    delta = {entity: changed_rows(district, entity) for entity in ("classes", "users", "enrollments")}
+    figures: dict[str, Any] = {"engine": "delta", "changes": sum(len(rows) for rows in delta.values())}
+    for mode in ("scoped", "whole"):
+        copy = os.path.join(folder, f"{mode}.sqlite")
+        shutil.copy(saved, copy)
+        up_to, share = scope.SCOPED_UP_TO, scope.SCOPED_SHARE
+        if mode == "whole":
+            scope.SCOPED_UP_TO, scope.SCOPED_SHARE = -1, 0.0
+        try:
+            started = time.perf_counter()
+            with WorkingSet(options, TODAY, saved=copy) as ws:
+                for entity, rows in delta.items():
+                    ws.change(entity, rows)
+                ws.compute()
+                plans = {kind: plan_saved_kind(kind, ws) for kind in changes.KINDS}
+                counts = {kind: plan.counts() for kind, plan in plans.items()}
+                compared = (
+                    ws.db.execute("SELECT COUNT(*) FROM dirty").fetchone()[0]
+                    if ws.scoped
+                    else sum(sum(c.values()) for c in counts.values())
+                )
+            figures[mode] = {
+                "seconds": round(time.perf_counter() - started, 2),
+                "itemsCompared": compared,
+                "counts": counts,
+            }
+        finally:
+            scope.SCOPED_UP_TO, scope.SCOPED_SHARE = up_to, share
+    shutil.rmtree(folder, ignore_errors=True)
+    figures["sameOutcome"] = figures["scoped"]["counts"] == figures["whole"]["counts"]
+    figures["users"] = district.students + district.teachers
+    figures["enrollments"] = sum(1 for _ in district.mirror("enrollments"))
+    return figures
+
+
 def run(users: int, per_user: int, engine: str) -> dict[str, Any]:
+    if engine == "delta":
+        return run_delta(users, per_user)
     district = District(users, per_user)
     options = RosterOptions(username_source=True, class_name_fields=("period", "term"))
     started = time.perf_counter()
@@ -194,7 +268,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--per-user", type=int, default=7)
-    parser.add_argument("--engine", choices=["bounded", "memory", "feed"], default="bounded")
+    parser.add_argument("--engine", choices=["bounded", "memory", "feed", "delta"], default="bounded")
     parser.add_argument("--tracemalloc", action="store_true")
     args = parser.parse_args()
     if args.tracemalloc:

@@ -752,11 +752,24 @@ def apply_engine_figures(engine: str, users: int, say: Say) -> dict[str, Any]:
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"engine": engine, "users": users, "failed": f"exit {done.returncode}: {tail[0][:200]}"}
     figures = json.loads(done.stdout.strip().splitlines()[-1])
+    if engine == "delta":
+        say(f"[engine] delta: {delta_line(figures)}")
+        return figures
     say(
         f"[engine] {engine}: {figures['enrollments']:,} enrollments in {figures['seconds']} s, "
         f"peak RSS {figures['peakRssMB']} MB"
     )
     return figures
+
+
+def delta_line(figures: dict[str, Any]) -> str:
+    scoped, whole = figures["scoped"], figures["whole"]
+    return (
+        f"{figures['changes']:,} changes on a saved working set of {figures['users']:,} users / "
+        f"{figures['enrollments']:,} enrollments: in scope {scoped['seconds']} s comparing "
+        f"{scoped['itemsCompared']:,} items, whole {whole['seconds']} s comparing {whole['itemsCompared']:,} "
+        f"({'same outcome' if figures['sameOutcome'] else 'OUTCOMES DIFFER'}), peak RSS {figures['peakRssMB']} MB"
+    )
 
 
 def bench_engines(options: BenchOptions, say: Say) -> dict[str, Any]:
@@ -766,6 +779,8 @@ def bench_engines(options: BenchOptions, say: Say) -> dict[str, Any]:
             engine: apply_engine_figures(engine, options.engine_users, say)
             for engine in ("bounded", "memory")
         }
+        # an incremental run's rules on the saved working set: in scope, and whole as before
+        engines["delta"] = apply_engine_figures("delta", options.engine_users, say)
     if options.engine_xl_users:
         engines["xl_bounded"] = apply_engine_figures("bounded", options.engine_xl_users, say)
     return engines
@@ -955,6 +970,9 @@ def table(results: dict[str, Any]) -> str:
             f"apply engines side by side ({b['users']:,} users / {b['enrollments']:,} enrollments, no DynamoDB): "
             f"bounded {b['peakRssMB']} MB in {b['seconds']} s, in memory {m['peakRssMB']} MB in {m['seconds']} s"
         )
+    delta = results.get("apply_engines", {}).get("delta", {})
+    if "scoped" in delta:
+        lines.append(f"incremental rules, no DynamoDB: {delta_line(delta)}")
     growth = results.get("apply_rss_growth")
     if growth:
         lines.append(

@@ -23,7 +23,7 @@ from rostersync.pipeline.bounded_changes import (
     BoundedResult,
     SpooledKindPlan,
     plan_bounded,
-    plan_kind_bounded,
+    plan_saved_kind,
 )
 from rostersync.pipeline.changes import KINDS
 from rostersync.pipeline.transform import needs_write
@@ -178,7 +178,7 @@ def _plan_on_saved(district_id: str, run_id: str, seen: SeenIds, saved: WorkingS
         for entity in ENTITIES
     )
     saved.compute()
-    kinds = {kind: plan_kind_bounded(kind, saved, saved.iter_stored(kind)) for kind in KINDS}
+    kinds = {kind: plan_saved_kind(kind, saved) for kind in KINDS}
     plan = BoundedRunPlan(district_id, run_id, seen, BoundedResult(saved, kinds), dry_run=False)
     plan._opened.append(saved)
     plan.reused_state = changed

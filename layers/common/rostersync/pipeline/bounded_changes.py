@@ -116,9 +116,13 @@ def _ordered(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def plan_kind_bounded(
-    kind: str, working_set: WorkingSet, stored: Iterable[dict[str, Any]]
+    kind: str,
+    working_set: WorkingSet,
+    stored: Iterable[dict[str, Any]],
+    computed: Iterator[dict[str, Any]] | None = None,
 ) -> SpooledKindPlan:
-    """`changes.plan_kind` over the working set's items and the stored items, both in id order."""
+    """`changes.plan_kind` over the working set's items (or `computed`, some of them) and the
+    stored items, both in id order."""
     db = working_set.db
     db.execute(
         "CREATE TABLE IF NOT EXISTS plan(kind TEXT, action TEXT, phase INTEGER, seq INTEGER, id TEXT, doc TEXT)"
@@ -182,7 +186,7 @@ def plan_kind_bounded(
             plan.unchanged += 1
 
     db.execute("BEGIN")
-    computed = working_set.iter_items(kind)
+    computed = working_set.iter_items(kind) if computed is None else computed
     existing = _ordered(stored)
     doc = next(computed, None)
     old = next(existing, None)
@@ -202,6 +206,30 @@ def plan_kind_bounded(
     db.executemany("INSERT INTO plan VALUES (?, ?, ?, ?, ?, ?)", spool)
     db.executemany("INSERT INTO next_stored VALUES (?, ?, ?)", after)
     db.execute("COMMIT")
+    return plan
+
+
+def plan_saved_kind(kind: str, working_set: WorkingSet) -> SpooledKindPlan:
+    """A kind planned on a saved working set, against the items as the run that saved it left
+    them stored. Scoped (`roster/scope.py`): only the items the changed records touched are
+    compared; every other stored item is the computed one, unchanged, and is counted so."""
+    if not working_set.scoped or kind == "schools":
+        return plan_kind_bounded(kind, working_set, working_set.iter_stored(kind))
+    plan = plan_kind_bounded(
+        kind,
+        working_set,
+        working_set.iter_stored(kind, dirty=True),
+        computed=working_set.iter_items(kind, dirty=True),
+    )
+    db = working_set.db
+    untouched = "FROM stored s WHERE s.kind = ? AND NOT EXISTS (SELECT 1 FROM dirty d WHERE d.kind = s.kind AND d.id = s.id)"
+    (count,) = db.execute(f"SELECT COUNT(*) {untouched}", (kind,)).fetchone()
+    plan.unchanged += count
+    if kind == "users":
+        (count,) = db.execute(
+            f"SELECT COUNT(*) {untouched} AND json_extract(s.doc, '$.status') IS NOT 'inactive'", (kind,)
+        ).fetchone()
+    plan.active_before += count
     return plan
 
 

@@ -25,7 +25,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from itertools import islice
 from typing import Any
@@ -102,11 +102,15 @@ CREATE TABLE enr(
     sid TEXT PRIMARY KEY, class_id TEXT, user_id TEXT, role TEXT, begin TEXT, end_ TEXT,
     state INTEGER DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE schools(sid TEXT PRIMARY KEY, name TEXT) WITHOUT ROWID;
--- users that pass role and email rules; the losers of a duplicate email are deleted from it
+-- users that pass role and email rules; the losers of a duplicate email move to `losers`
 CREATE TABLE cand(sid TEXT PRIMARY KEY, ord TEXT, email TEXT, email_lc TEXT, prole TEXT) WITHOUT ROWID;
-CREATE TABLE losers(sid TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE losers(sid TEXT PRIMARY KEY, ord TEXT, email TEXT, email_lc TEXT, prole TEXT) WITHOUT ROWID;
 CREATE TABLE taken(key TEXT PRIMARY KEY, sid TEXT) WITHOUT ROWID;
-CREATE TABLE uname(sid TEXT PRIMARY KEY, username TEXT) WITHOUT ROWID;
+-- wanted_lc: the username asked for (lower-cased); final_lc: the one given, lower-cased
+CREATE TABLE uname(sid TEXT PRIMARY KEY, ord TEXT, wanted_lc TEXT, username TEXT, final_lc TEXT) WITHOUT ROWID;
+-- what the rules were computed with (options, today): a saved file computed with others is
+-- computed whole again; with the same, only what the changed records touch (scope.py)
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE issues(kind TEXT, entity TEXT, ord TEXT, sid TEXT, reason TEXT);
 -- the product items as stored after this run's writes (see bounded_changes), and as they
 -- were stored after the run that saved this file (a saved working set: `stored`)
@@ -114,12 +118,36 @@ CREATE TABLE next_stored(kind TEXT, id TEXT, doc TEXT, PRIMARY KEY (kind, id)) W
 CREATE TABLE stored(kind TEXT, id TEXT, doc TEXT, PRIMARY KEY (kind, id)) WITHOUT ROWID;
 """
 # The file's layout; a saved working set of another layout is not reused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Rebuilt by every compute(): cleared before a saved working set is computed again.
 _DERIVED = ("schools", "cand", "losers", "taken", "uname", "issues", "next_stored")
 _DERIVED_INDEXES = ("cand_email", "cand_email_lc", "cand_ord")
 # Tables other modules keep in the file for one run only (apply_bounded, bounded_changes).
-_RUN_ONLY = ("plan", "seen", "absent", "overlay")
+_RUN_ONLY = ("plan", "seen", "absent", "overlay", "scope", "dirty", "pool")
+# Kept in a saved file for the next run's scoped compute (roster/scope.py); built by
+# prepare_to_save, so a run that is not saved does not pay for them.
+_SCOPE_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS enr_user ON enr(user_id)",
+    "CREATE INDEX IF NOT EXISTS enr_end ON enr(end_)",
+    "CREATE INDEX IF NOT EXISTS classes_school ON classes(school_id)",
+    "CREATE INDEX IF NOT EXISTS losers_email ON losers(email)",
+    "CREATE INDEX IF NOT EXISTS uname_wanted ON uname(wanted_lc, ord, sid)",
+    "CREATE INDEX IF NOT EXISTS uname_final ON uname(final_lc, ord, sid)",
+    "CREATE INDEX IF NOT EXISTS stored_user_email ON stored(json_extract(doc, '$.email')) WHERE kind = 'users'",
+)
+
+
+def options_fingerprint(options: RosterOptions) -> str:
+    """The options as one stable text: a saved working set is scoped only under the same."""
+
+    def plain(value: Any) -> Any:
+        dump = getattr(value, "model_dump", None)
+        return dump(by_alias=True, mode="json") if dump else str(value)
+
+    fields = {name: getattr(options, name) for name in options.__dataclass_fields__}
+    fields["role_mapping"] = dict(options.role_mapping)
+    return json.dumps(fields, sort_keys=True, default=plain)
+
 
 # enr.state
 _UNKNOWN_CLASS, _UNKNOWN_USER, _IN_FORCE, _ENDED = 1, 2, 3, 4
@@ -145,6 +173,10 @@ class WorkingSet:
             self.db.execute(f"PRAGMA {pragma}")
         self._school_ids: frozenset[str] = frozenset()
         self.computed = False
+        # A saved working set computed with these options on this day or before: compute()
+        # recomputes only what the records laid over it touch (roster/scope.py).
+        self.scoped = False
+        self.saved_today: date | None = None
         if saved is None:
             self.db.executescript(_SCHEMA)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -154,6 +186,22 @@ class WorkingSet:
             self.close()
             raise ValueError(f"saved working set has layout {version}, not {SCHEMA_VERSION}")
         self._clear_run_tables()
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        if (
+            meta.get("options") == options_fingerprint(options)
+            and meta.get("today", "9") <= today.isoformat()
+        ):
+            self.scoped = True
+            self.saved_today = date.fromisoformat(meta["today"])
+            self._school_ids = frozenset(sid for (sid,) in self.db.execute("SELECT sid FROM schools"))
+            from rostersync.roster import scope  # the scoped compute reads this module's tables
+
+            scope.begin(self)
+            return
+        self._clear_derived()
+
+    def _clear_derived(self) -> None:
+        """Forget everything computed from the records: compute() then computes it whole."""
         self.db.execute("BEGIN")
         for name in _DERIVED:
             self.db.execute(f"DELETE FROM {name}")
@@ -161,6 +209,7 @@ class WorkingSet:
             self.db.execute(f"DROP INDEX IF EXISTS {index}")
         self.db.execute("UPDATE users SET teaches = 0 WHERE teaches = 1")
         self.db.execute("COMMIT")
+        self.scoped = False
 
     def _clear_run_tables(self) -> None:
         for name in _RUN_ONLY:
@@ -178,6 +227,10 @@ class WorkingSet:
             self.db.execute("BEGIN")
             for sourced_id, doc, _version in batch:
                 record = _read(model, entity, sourced_id, doc)
+                if self.scoped:
+                    from rostersync.roster import scope
+
+                    scope.note_change(self, entity, record.sourcedId)
                 if record.deleted:
                     self.db.execute(f"DELETE FROM {table} WHERE sid = ?", (record.sourcedId,))
                 else:
@@ -186,20 +239,35 @@ class WorkingSet:
             changed += len(batch)
         return changed
 
-    def iter_stored(self, kind: str) -> Iterator[dict[str, Any]]:
-        """The kind's product items as the run that saved this working set left them, by id."""
-        for (doc,) in self.db.execute("SELECT doc FROM stored WHERE kind = ? ORDER BY id", (kind,)):
+    def iter_stored(self, kind: str, *, dirty: bool = False) -> Iterator[dict[str, Any]]:
+        """The kind's product items as the run that saved this working set left them, by id
+        (with `dirty`, only those a scoped compute marked)."""
+        sql = (
+            "SELECT s.doc FROM stored s JOIN dirty d ON d.kind = s.kind AND d.id = s.id"
+            " WHERE s.kind = ? ORDER BY s.id"
+            if dirty
+            else "SELECT doc FROM stored WHERE kind = ? ORDER BY id"
+        )
+        for (doc,) in self.db.execute(sql, (kind,)):
             yield json.loads(doc)
 
     def prepare_to_save(self) -> None:
-        """After this run's writes: its product items become `stored`; run-only tables go."""
+        """After this run's writes: its product items become `stored`; run-only tables go.
+        A scoped run planned only its dirty items: those replace theirs in `stored`."""
         self.db.execute("BEGIN")
-        self.db.execute("DROP TABLE stored")
-        self.db.execute("ALTER TABLE next_stored RENAME TO stored")
-        self.db.execute(
-            "CREATE TABLE next_stored(kind TEXT, id TEXT, doc TEXT, PRIMARY KEY (kind, id)) WITHOUT ROWID"
-        )
-        self.db.execute("DELETE FROM issues")
+        if self.scoped:
+            self.db.execute("DELETE FROM stored WHERE kind = 'schools'")
+            self.db.execute("DELETE FROM stored WHERE (kind, id) IN (SELECT kind, id FROM dirty)")
+            self.db.execute("INSERT INTO stored SELECT * FROM next_stored")
+            self.db.execute("DELETE FROM next_stored")
+        else:
+            self.db.execute("DROP TABLE stored")
+            self.db.execute("ALTER TABLE next_stored RENAME TO stored")
+            self.db.execute(
+                "CREATE TABLE next_stored(kind TEXT, id TEXT, doc TEXT, PRIMARY KEY (kind, id)) WITHOUT ROWID"
+            )
+        for index in _SCOPE_INDEXES:
+            self.db.execute(index)
         self.db.execute("COMMIT")
         self._clear_run_tables()
 
@@ -238,50 +306,26 @@ class WorkingSet:
     # ---- the rules --------------------------------------------------------------------
 
     def compute(self) -> None:
-        db, options = self.db, self.options
-        db.execute("BEGIN")
-        if options.auto_create_schools:
-            db.execute("INSERT INTO schools SELECT sid, name FROM orgs WHERE type = 'school'")
-            db.execute(
-                "UPDATE classes SET kept = EXISTS (SELECT 1 FROM schools s WHERE s.sid = classes.school_id)"
-            )
-        else:
-            db.execute("INSERT INTO schools VALUES (?, ?)", (MAIN_LOCATION.id, MAIN_LOCATION.name))
-            db.execute("UPDATE classes SET kept = 1")
-        self._school_ids = frozenset(sid for (sid,) in db.execute("SELECT sid FROM schools"))
-        self._issues(
-            "ERR",
-            "classes",
-            (
-                (sid, f"unknown school {school!r}")
-                for sid, school in db.execute("SELECT sid, school_id FROM classes WHERE kept = 0")
-            ),
-        )
+        from rostersync.roster import scope
 
-        db.execute(
-            """UPDATE enr SET state = CASE
-                 WHEN NOT EXISTS (SELECT 1 FROM classes c WHERE c.sid = enr.class_id AND c.kept = 1) THEN ?
-                 WHEN NOT EXISTS (SELECT 1 FROM users u WHERE u.sid = enr.user_id) THEN ?
-                 WHEN end_ IS NULL OR end_ >= ? THEN ?
-                 ELSE ? END""",
-            (_UNKNOWN_CLASS, _UNKNOWN_USER, self.today.isoformat(), _IN_FORCE, _ENDED),
+        if self.scoped and not scope.worth_scoping(self):
+            self._clear_derived()
+        if self.scoped:
+            scope.compute_changes(self)
+        else:
+            self._compute_whole()
+        self.db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('options', ?), ('today', ?)",
+            (options_fingerprint(self.options), self.today.isoformat()),
         )
-        self._issues(
-            "ERR",
-            "enrollments",
-            (
-                (
-                    sid,
-                    f"unknown or rejected class {cid!r}"
-                    if state == _UNKNOWN_CLASS
-                    else f"unknown user {uid!r}",
-                )
-                for sid, cid, uid, state in db.execute(
-                    "SELECT sid, class_id, user_id, state FROM enr WHERE state IN (?, ?)",
-                    (_UNKNOWN_CLASS, _UNKNOWN_USER),
-                )
-            ),
-        )
+        self.computed = True
+
+    def _compute_whole(self) -> None:
+        db = self.db
+        db.execute("BEGIN")
+        self.make_schools()
+        self.keep_classes()
+        self.enrollment_states()
         db.execute("CREATE INDEX IF NOT EXISTS enr_class ON enr(class_id, state)")
         db.execute(
             "UPDATE users SET teaches = 1 WHERE sid IN "
@@ -293,7 +337,63 @@ class WorkingSet:
         self._candidates()
         self._one_user_per_email()
         self._usernames()
-        self.computed = True
+
+    def make_schools(self) -> None:
+        db = self.db
+        if self.options.auto_create_schools:
+            db.execute("INSERT INTO schools SELECT sid, name FROM orgs WHERE type = 'school'")
+        else:
+            db.execute("INSERT INTO schools VALUES (?, ?)", (MAIN_LOCATION.id, MAIN_LOCATION.name))
+        self._school_ids = frozenset(sid for (sid,) in db.execute("SELECT sid FROM schools"))
+
+    def keep_classes(self, among: str = "") -> None:
+        """A class of an unknown school is rejected; `among`, a query of sids, limits it."""
+        db = self.db
+        where = f" WHERE sid IN ({among})" if among else ""
+        if self.options.auto_create_schools:
+            db.execute(
+                "UPDATE classes SET kept = EXISTS (SELECT 1 FROM schools s WHERE s.sid = classes.school_id)"
+                + where
+            )
+        else:
+            db.execute("UPDATE classes SET kept = 1" + where)
+        rows = db.execute(
+            "SELECT sid, school_id FROM classes WHERE kept = 0" + (f" AND sid IN ({among})" if among else "")
+        )
+        self._issues(
+            "ERR", "classes", ((sid, f"unknown school {school!r}") for sid, school in rows.fetchall())
+        )
+
+    def enrollment_states(self, among: str = "") -> None:
+        """Each enrollment's state: unknown or rejected class, unknown user, in force, ended."""
+        db = self.db
+        db.execute(
+            """UPDATE enr SET state = CASE
+                 WHEN NOT EXISTS (SELECT 1 FROM classes c WHERE c.sid = enr.class_id AND c.kept = 1) THEN ?
+                 WHEN NOT EXISTS (SELECT 1 FROM users u WHERE u.sid = enr.user_id) THEN ?
+                 WHEN end_ IS NULL OR end_ >= ? THEN ?
+                 ELSE ? END"""
+            + (f" WHERE sid IN ({among})" if among else ""),
+            (_UNKNOWN_CLASS, _UNKNOWN_USER, self.today.isoformat(), _IN_FORCE, _ENDED),
+        )
+        rows = db.execute(
+            "SELECT sid, class_id, user_id, state FROM enr WHERE state IN (?, ?)"
+            + (f" AND sid IN ({among})" if among else ""),
+            (_UNKNOWN_CLASS, _UNKNOWN_USER),
+        )
+        self._issues(
+            "ERR",
+            "enrollments",
+            (
+                (
+                    sid,
+                    f"unknown or rejected class {cid!r}"
+                    if state == _UNKNOWN_CLASS
+                    else f"unknown user {uid!r}",
+                )
+                for sid, cid, uid, state in rows.fetchall()
+            ),
+        )
 
     def _candidates(self) -> None:
         """Role and email rules, one user at a time."""
@@ -303,20 +403,11 @@ class WorkingSet:
         self.db.execute("BEGIN")
         rows = self.db.execute("SELECT sid, ord, role, email, teaches FROM users")
         for sid, ord_, role, email, teaches in rows:
-            prole = product_role(
-                role,
-                teaches_on_roster=bool(teaches),
-                import_admins=options.import_admins,
-                role_mapping=options.role_mapping,
-            )
-            if prole is None:
-                continue
-            if not email:
-                errors.append((sid, "no email"))
-            elif not valid_email(email):
-                errors.append((sid, "invalid email"))
-            else:
-                candidates.append((sid, ord_, email, email.lower(), prole))
+            outcome = candidate(options, sid, ord_, role, email, teaches)
+            if isinstance(outcome, str):
+                errors.append((sid, outcome))
+            elif outcome is not None:
+                candidates.append(outcome)
             if len(candidates) >= BATCH:
                 self._insert_candidates(candidates)
             if len(errors) >= BATCH:
@@ -339,6 +430,7 @@ class WorkingSet:
         errors: list[tuple[str, str]] = []
         losers: list[tuple[str]] = []
         winner_email, winner = None, ""
+        to_losers = "INSERT INTO losers SELECT * FROM cand WHERE sid = ?"
         for email, sid in db.execute("SELECT email, sid FROM cand ORDER BY email, ord, sid"):
             if email != winner_email:
                 winner_email, winner = email, sid
@@ -346,9 +438,9 @@ class WorkingSet:
             errors.append((sid, f"duplicate email: sourcedId {winner} has it"))
             losers.append((sid,))
             if len(losers) >= BATCH:
-                db.executemany("INSERT INTO losers VALUES (?)", losers)
+                db.executemany(to_losers, losers)
                 losers.clear()
-        db.executemany("INSERT INTO losers VALUES (?)", losers)
+        db.executemany(to_losers, losers)
         self._issues("ERR", "users", errors)
         db.execute("DELETE FROM cand WHERE sid IN (SELECT sid FROM losers)")
         db.execute("CREATE INDEX cand_email_lc ON cand(email_lc, ord, sid)")
@@ -357,42 +449,52 @@ class WorkingSet:
 
     def _usernames(self) -> None:
         """`resolve_usernames`, one user at a time in sourcedId order; `taken` is a table."""
-        db, options = self.db, self.options
+        db = self.db
         lookup = self.db.cursor()
         db.execute("BEGIN")
         warnings: list[tuple[str, str]] = []
-        names: list[tuple[str, str]] = []
+        names: list[tuple[str, str, str, str, str]] = []
         rows = db.execute(
-            "SELECT c.sid, c.email, u.username FROM cand c JOIN users u ON u.sid = c.sid ORDER BY c.ord, c.sid"
+            "SELECT c.sid, c.ord, c.email, u.username FROM cand c JOIN users u ON u.sid = c.sid"
+            " ORDER BY c.ord, c.sid"
         )
-        for sid, email, source_username in rows:
-            user = UsernameCandidate(sid, email, source_username)
-            name, issue = wanted_username(
-                user, use_source=options.username_source, rules=options.username_rules
-            )
-            if issue is not None:
-                warnings.append((sid, issue.reason))
-            key = name.lower()
-            held = lookup.execute("SELECT sid FROM taken WHERE key = ?", (key,)).fetchone()
-            # resolve_usernames' email_owner is a dict built in sourcedId order: the last one wins.
-            owner = lookup.execute(
-                "SELECT sid FROM cand WHERE email_lc = ? ORDER BY ord DESC, sid DESC LIMIT 1", (key,)
-            ).fetchone()
-            reason = username_conflict(sid, held[0] if held else None, owner[0] if owner else sid)
-            if reason:
-                warnings.append((sid, reason))
-                name = email
+        for sid, order, email, source_username in rows:
+            name, key, issues = self.username(sid, email, source_username, lambda k: _taken(lookup, k))
+            warnings += issues
             lookup.execute("INSERT OR REPLACE INTO taken VALUES (?, ?)", (name.lower(), sid))
-            names.append((sid, name))
+            names.append((sid, order, key, name, name.lower()))
             if len(names) >= BATCH:
-                lookup.executemany("INSERT INTO uname VALUES (?, ?)", names)
+                lookup.executemany("INSERT INTO uname VALUES (?, ?, ?, ?, ?)", names)
                 names.clear()
             if len(warnings) >= BATCH:
                 self._issues("WARN", "users", warnings)
                 warnings.clear()
-        lookup.executemany("INSERT INTO uname VALUES (?, ?)", names)
+        lookup.executemany("INSERT INTO uname VALUES (?, ?, ?, ?, ?)", names)
         self._issues("WARN", "users", warnings)
         db.execute("COMMIT")
+
+    def username(
+        self, sid: str, email: str, source_username: str, holder: Callable[[str], str | None]
+    ) -> tuple[str, str, list[tuple[str, str]]]:
+        """`resolve_usernames` for one user: its username, the name it asked for (lower-cased)
+        and its warnings; `holder(key)` is the latest earlier user whose username that is."""
+        options = self.options
+        name, issue = wanted_username(
+            UsernameCandidate(sid, email, source_username),
+            use_source=options.username_source,
+            rules=options.username_rules,
+        )
+        warnings = [] if issue is None else [(sid, issue.reason)]
+        key = name.lower()
+        # resolve_usernames' email_owner is a dict built in sourcedId order: the last one wins.
+        owner = self.db.execute(
+            "SELECT sid FROM cand WHERE email_lc = ? ORDER BY ord DESC, sid DESC LIMIT 1", (key,)
+        ).fetchone()
+        reason = username_conflict(sid, holder(key), owner[0] if owner else sid)
+        if reason:
+            warnings.append((sid, reason))
+            name = email
+        return name, key, warnings
 
     def _issues(self, kind: str, entity: str, issues: Iterable[tuple[str, str]]) -> None:
         rows = [(kind, entity, order_key(sid), sid, reason) for sid, reason in issues]
@@ -400,25 +502,27 @@ class WorkingSet:
 
     # ---- the product state, in id order ------------------------------------------------
 
-    def iter_items(self, kind: str) -> Iterator[dict[str, Any]]:
-        """The kind's product items as stored (`model_dump(mode="json")`), in id order."""
+    def iter_items(self, kind: str, *, dirty: bool = False) -> Iterator[dict[str, Any]]:
+        """The kind's product items as stored (`model_dump(mode="json")`), in id order; with
+        `dirty`, only those a scoped compute marked (table `dirty`; schools are never scoped)."""
         assert self.computed, "compute() first"
+        only = (lambda column: f" JOIN dirty d ON d.kind = '{kind}' AND d.id = {column}") if dirty else None
         if kind == "schools":
             for sid, name in self.db.execute("SELECT sid, name FROM schools ORDER BY sid"):
                 yield {"id": sid, "name": name}
         elif kind == "users":
-            yield from self._users()
+            yield from self._users(only("c.sid") if only else "")
         elif kind == "classes":
-            yield from self._classes()
+            yield from self._classes(only("classes.sid") if only else "")
         elif kind == "enrollments":
-            yield from self._enrollments()
+            yield from self._enrollments(only("e.sid") if only else "")
         else:
             raise ValueError(f"unknown kind {kind!r}")
 
-    def _users(self) -> Iterator[dict[str, Any]]:
+    def _users(self, only: str = "") -> Iterator[dict[str, Any]]:
         rows = self.db.execute(
-            """SELECT c.sid, c.prole, n.username, u.email, u.given, u.family, u.enabled, u.org_ids
-               FROM cand c JOIN uname n ON n.sid = c.sid JOIN users u ON u.sid = c.sid ORDER BY c.sid"""
+            f"""SELECT c.sid, c.prole, n.username, u.email, u.given, u.family, u.enabled, u.org_ids
+               FROM cand c{only} JOIN uname n ON n.sid = c.sid JOIN users u ON u.sid = c.sid ORDER BY c.sid"""
         )
         auto = self.options.auto_create_schools
         for sid, prole, username, email, given, family, enabled, org_ids in rows:
@@ -439,10 +543,10 @@ class WorkingSet:
                 schoolIds=schools,
             ).model_dump(mode="json")
 
-    def _classes(self) -> Iterator[dict[str, Any]]:
+    def _classes(self, only: str = "") -> Iterator[dict[str, Any]]:
         lookup = self.db.cursor()
         options = self.options
-        for (doc,) in self.db.execute("SELECT doc FROM classes WHERE kept = 1 ORDER BY sid"):
+        for (doc,) in self.db.execute(f"SELECT doc FROM classes{only} WHERE kept = 1 ORDER BY classes.sid"):
             cls = RosterClass.model_validate_json(doc)
             class_terms = []
             for term_id in cls.termIds:
@@ -470,9 +574,9 @@ class WorkingSet:
                 options=options,
             ).model_dump(mode="json")
 
-    def _enrollments(self) -> Iterator[dict[str, Any]]:
+    def _enrollments(self, only: str = "") -> Iterator[dict[str, Any]]:
         rows = self.db.execute(
-            """SELECT e.sid, e.class_id, e.user_id, e.role FROM enr e
+            f"""SELECT e.sid, e.class_id, e.user_id, e.role FROM enr e{only}
                WHERE e.state = ? AND EXISTS (SELECT 1 FROM cand c WHERE c.sid = e.user_id) ORDER BY e.sid""",
             (_IN_FORCE,),
         )
@@ -505,6 +609,31 @@ class WorkingSet:
     def error_counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT entity, COUNT(*) FROM issues WHERE kind = 'ERR' GROUP BY entity")
         return dict(rows.fetchall())
+
+
+def candidate(
+    options: RosterOptions, sid: str, ord_: str, role: str, email: str | None, teaches: int
+) -> tuple[str, str, str, str, str] | str | None:
+    """A user's `cand` row (sid, ord, email, email_lc, product role), the reason it is
+    rejected ("no email", "invalid email"), or None when its role is not imported."""
+    prole = product_role(
+        role,
+        teaches_on_roster=bool(teaches),
+        import_admins=options.import_admins,
+        role_mapping=options.role_mapping,
+    )
+    if prole is None:
+        return None
+    if not email:
+        return "no email"
+    if not valid_email(email):
+        return "invalid email"
+    return (sid, ord_, email, email.lower(), prole)
+
+
+def _taken(lookup: sqlite3.Cursor, key: str) -> str | None:
+    row = lookup.execute("SELECT sid FROM taken WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
 
 
 def _read(model: Any, entity: str, sourced_id: str, doc: Any) -> Any:
