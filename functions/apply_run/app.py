@@ -1,4 +1,5 @@
-"""Apply function: ApplyQueue → recompute the district's product state and write what changed."""
+"""Apply function: ApplyQueue → recompute the district's product state and write what changed
+(or continue writing it from a checkpoint: pipeline/apply_continue.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def lambda_handler(event: SQSEvent, context: LambdaContext) -> dict[str, Any]:
     for record in event.records:
         message = ApplyMessage.model_validate_json(record.body)
         logger.append_keys(district_id=message.districtId, run_id=message.runId)
-        apply_run(message.districtId, message.runId)
+        apply_run(
+            message.districtId,
+            message.runId,
+            remaining_ms=context.get_remaining_time_in_millis(),
+            continue_seq=message.seq if message.type == "continue" else None,
+        )
         applied.append(message.runId)
     return {"applied": applied}

@@ -19,19 +19,17 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
+from demo_district import connect_demo, product_of
 from queues import drain, sqs_event
 
-from rostersync.local.demo import demo_settings
-from rostersync.local.demo_data import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, generate_district
+from rostersync.local.demo_data import generate_district
 from rostersync.local.demo_sis import DemoSis
 from rostersync.local.functions import load_handler
 from rostersync.pipeline.queues import RunMessage
-from rostersync.settings.model import parse_settings
 from rostersync.sources.direct import DirectPushConnector, store_pushed_page
 from rostersync.sources.oneroster_csv import OneRosterCsvBundle
 from rostersync.staging.layout import manifest_key, page_key
 from rostersync.store import pushes, roster, runs
-from rostersync.store.settings import save_last_good
 
 DISTRICT = "lincoln"
 REFERENCE = "lincoln-ref"  # the same source, read in one invocation
@@ -59,18 +57,7 @@ def sis():
 
 
 def _connect(aws_clients, district_id: str, sis_url: str) -> None:
-    settings = demo_settings(sis_url)
-    settings["source"]["credentialsParameter"] = f"/rostersync/districts/{district_id}/credentials"
-    settings["source"]["pageSize"] = PAGE_SIZE
-    aws_clients("ssm").put_parameter(
-        Name=settings["source"]["credentialsParameter"],
-        Type="SecureString",
-        Value=json.dumps({"clientId": DEMO_CLIENT_ID, "clientSecret": DEMO_CLIENT_SECRET}),
-        Overwrite=True,
-    )
-    save_last_good(
-        district_id, parse_settings(json.dumps(settings)), 1, parameter_modified_at=datetime.now(UTC)
-    )
+    connect_demo(aws_clients, district_id, sis_url, page_size=PAGE_SIZE)
 
 
 def _start_body(run_id: str) -> str:
@@ -93,20 +80,8 @@ def _transform_and_apply(aws_clients, outputs, handlers, load_event, lambda_cont
         assert failures == {"batchItemFailures": []}
     applies = drain(aws_clients, outputs["ApplyQueueUrl"])
     assert len(applies) == 1
+    lambda_context.set_remaining_time_in_millis(900_000)  # the apply has a whole invocation
     handlers["apply_run"](sqs_event(load_event("apply_run"), [m["Body"] for m in applies]), lambda_context)
-
-
-def _product(district_id: str) -> dict[str, list[dict[str, Any]]]:
-    return {
-        kind: sorted(
-            (
-                {k: v for k, v in item.items() if not k.startswith("gsi")}
-                for item in roster.iter_product(district_id, kind)
-            ),
-            key=lambda item: item["id"],
-        )
-        for kind in PRODUCT_KINDS
-    }
 
 
 def test_fetch_checkpoints_continues_and_ends_like_an_uninterrupted_run(
@@ -190,7 +165,7 @@ def test_fetch_checkpoints_continues_and_ends_like_an_uninterrupted_run(
     assert run["status"] == "succeeded"
     assert run["counts"] == reference["counts"]
     assert run["pagesTotal"] == reference["pagesTotal"]
-    assert _product(DISTRICT) == _product(REFERENCE)
+    assert product_of(DISTRICT) == product_of(REFERENCE)
 
     # And the watermark is the first invocation's fetch start, not a later one's
     watermark = runs.get_district(DISTRICT)["watermark"]

@@ -6,15 +6,13 @@ import json
 from typing import Any
 
 import pytest
+from demo_district import connect_demo
 from queues import drain, sqs_event
 
-from rostersync.local.demo import demo_settings
-from rostersync.local.demo_data import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, generate_district
+from rostersync.local.demo_data import generate_district
 from rostersync.local.demo_sis import DemoSis
 from rostersync.local.functions import load_handler
-from rostersync.settings.model import parse_settings
 from rostersync.store import runs
-from rostersync.store.settings import save_last_good
 
 DISTRICT = "lincoln"  # the district of the sample events
 
@@ -31,17 +29,7 @@ def sis():
 
 
 def _connect(aws_clients, sis_url: str) -> None:
-    settings = demo_settings(sis_url)
-    settings["source"]["credentialsParameter"] = f"/rostersync/districts/{DISTRICT}/credentials"
-    aws_clients("ssm").put_parameter(
-        Name=settings["source"]["credentialsParameter"],
-        Type="SecureString",
-        Value=json.dumps({"clientId": DEMO_CLIENT_ID, "clientSecret": DEMO_CLIENT_SECRET}),
-        Overwrite=True,
-    )
-    from datetime import UTC, datetime
-
-    save_last_good(DISTRICT, parse_settings(json.dumps(settings)), 1, parameter_modified_at=datetime.now(UTC))
+    connect_demo(aws_clients, DISTRICT, sis_url)
 
 
 def test_whole_pipeline_through_the_handlers(

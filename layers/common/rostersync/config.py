@@ -33,6 +33,10 @@ class Config(BaseModel):
     # At most this many seconds of fetching per invocation (unset: as long as
     # the invocation allows). Tests and the benchmark shorten it.
     fetch_time_budget_s: float | None = None
+    # The same for an apply's writes (pipeline/apply_continue.py): what an invocation
+    # keeps back to upload its checkpoint, and an optional cap on its time.
+    apply_time_reserve_s: int = 120
+    apply_time_budget_s: float | None = None
     # How long a source request may take, and the first retry's backoff (it
     # doubles per retry). Tests shrink both (SOURCE_TIMEOUT_S, SOURCE_RETRY_BASE_S).
     source_timeout_s: float = 30.0
@@ -60,6 +64,8 @@ _ENV = {
     "settings_prefix": "SETTINGS_PREFIX",
     "fetch_time_reserve_s": "FETCH_TIME_RESERVE_S",
     "fetch_time_budget_s": "FETCH_TIME_BUDGET_S",
+    "apply_time_reserve_s": "APPLY_TIME_RESERVE_S",
+    "apply_time_budget_s": "APPLY_TIME_BUDGET_S",
     "source_timeout_s": "SOURCE_TIMEOUT_S",
     "source_retry_base_s": "SOURCE_RETRY_BASE_S",
     "staging_max_receive_count": "STAGING_MAX_RECEIVE_COUNT",

@@ -9,21 +9,31 @@ after planning and writes nothing but its run record.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
+from itertools import groupby
 from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 
 from rostersync.config import get_config
+from rostersync.pipeline import apply_state
 from rostersync.pipeline.apply_bounded import SeenIds, plan_run_bounded, start_working_set
+from rostersync.pipeline.apply_continue import (
+    ApplyBudget,
+    WriteCursor,
+    load_checkpoint,
+    save_checkpoint,
+    write_spool,
+)
 from rostersync.pipeline.apply_memory import plan_run_in_memory
 from rostersync.pipeline.changes import ChangePlan
 from rostersync.pipeline.options import district_today, roster_options, settings_doc
+from rostersync.pipeline.queues import send_apply_message
 from rostersync.pipeline.transform import mirror_doc
 from rostersync.roster.models import RecordError, normalize
 from rostersync.roster.product import Issue
-from rostersync.roster.working_set import sweep_leftovers
+from rostersync.roster.working_set import WorkingSet, sweep_leftovers
 from rostersync.sources.base import ENTITIES
 from rostersync.staging.layout import PageRef
 from rostersync.staging.pages import get_json, iter_run_pages
@@ -38,8 +48,18 @@ COUNT_ENTITY = {"orgs": "schools", "academicSessions": "terms"}
 GUARDED = ("users", "classes")
 
 
-def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> dict[str, Any] | None:
+def apply_run(
+    district_id: str,
+    run_id: str,
+    *,
+    now: datetime | None = None,
+    remaining_ms: int | None = None,
+    continue_seq: int | None = None,
+) -> dict[str, Any] | None:
+    """Apply a run whose pages are all in, or continue its writes from checkpoint
+    `continue_seq` (pipeline/apply_continue.py); `remaining_ms`: the invocation's time left."""
     log: dict[str, Any] = {"district_id": district_id, "run_id": run_id}
+    budget = ApplyBudget(remaining_ms)
     run = runs.get_run(district_id, run_id)
     if run is None or run["status"] in runs.FINAL_STATUSES:
         logger.info("apply ignored: run finished or unknown", **log)
@@ -49,14 +69,19 @@ def apply_run(district_id: str, run_id: str, *, now: datetime | None = None) -> 
         runs.finish_run(district_id, run_id, "failed", message="the district has no valid settings")
         return None
     now = now or runs.now_utc()
-    if not runs.begin_apply(district_id, run_id):
-        logger.info("apply ignored: another apply of this run is under way", **log)
+    if continue_seq is None and not runs.begin_apply(district_id, run_id):
+        logger.info("apply ignored: another apply of this run is under way, or it continues", **log)
+        return None
+    if continue_seq is not None and not runs.claim_apply_continue(district_id, run_id, continue_seq):
+        logger.info("continue message ignored", seq=continue_seq, **log)
         return None
     swept = sweep_leftovers()
     if swept:
         logger.warning("removed working sets an earlier invocation left", count=swept, **log)
     try:
-        return _apply(district_id, run, settings, now, log)
+        if continue_seq is not None:
+            return _continue_writes(district_id, run, settings, now, continue_seq, budget, log)
+        return _apply(district_id, run, settings, now, budget, log)
     except Exception as error:
         logger.exception("apply failed", **log)
         cause = error.__cause__ if isinstance(error, PartlyAppliedError) else error
@@ -82,7 +107,12 @@ def _failure_kind(error: BaseException) -> str:
 
 
 def _apply(
-    district_id: str, run: dict[str, Any], settings: Any, now: datetime, log: dict[str, Any]
+    district_id: str,
+    run: dict[str, Any],
+    settings: Any,
+    now: datetime,
+    budget: ApplyBudget,
+    log: dict[str, Any],
 ) -> dict[str, Any]:
     run_id = run["runId"]
     dry_run = bool(run.get("dryRun"))
@@ -107,7 +137,7 @@ def _apply(
             )
         else:
             plan = plan_run_bounded(district_id, run_id, seen, dry_run=dry_run, complete=complete)
-        return _settle(district_id, run, settings, plan, dry_run, log)
+        return _settle(district_id, run, settings, plan, dry_run, budget, log)
     finally:
         if plan is not None:
             plan.close()  # every working set it opened (a saved one, a halted run's second)
@@ -122,6 +152,8 @@ class RunPlan(Protocol):
     def counts(self) -> dict[str, dict[str, int]]: ...
     def samples(self) -> dict[str, dict[str, list[str]]]: ...
     def write(self, *, deletions: bool) -> int: ...
+    def write_some(self, cursor: WriteCursor, *, deletions: bool, spent: Callable[[], bool]) -> bool: ...
+    def spool_working_set(self) -> WorkingSet: ...
     def errors(self) -> Iterator[Issue]: ...
     def warnings(self) -> Iterator[Issue]: ...
     def error_counts(self) -> dict[str, int]: ...
@@ -135,7 +167,13 @@ class RunPlan(Protocol):
 
 
 def _settle(
-    district_id: str, run: dict[str, Any], settings: Any, plan: RunPlan, dry_run: bool, log: dict[str, Any]
+    district_id: str,
+    run: dict[str, Any],
+    settings: Any,
+    plan: RunPlan,
+    dry_run: bool,
+    budget: ApplyBudget,
+    log: dict[str, Any],
 ) -> dict[str, Any]:
     run_id = run["runId"]
     safeguard = _safeguard(plan, settings_doc(settings).get("maxDeletePercent", 10))
@@ -158,23 +196,112 @@ def _settle(
         logger.info("dry run previewed", **log)
         return counts
 
+    # What the apply read: the whole district, or a saved working set and the records that changed
+    read = (
+        {"savedState": True, "changedRecords": plan.reused_state}
+        if plan.reused_state is not None
+        else {"savedState": False}
+    )
+    finish: dict[str, Any] = {"counts": counts, "applyRead": read, "tripped": tripped}
+    if safeguard["tripped"]:
+        finish["safeguard"] = safeguard | {"confirmed": not tripped}
+    cursor = WriteCursor()
     try:
-        writes = plan.write(deletions=not tripped)
+        done = plan.write_some(cursor, deletions=not tripped, spent=budget.spent)
     except Exception as error:
         raise PartlyAppliedError from error
+    if not done:
+        _checkpoint(district_id, run["runId"], plan.spool_working_set(), cursor, finish, seq=1)
+        return counts
+    return _finish(district_id, run, plan, cursor.written, finish, log)
+
+
+def _checkpoint(
+    district_id: str,
+    run_id: str,
+    working_set: WorkingSet,
+    cursor: WriteCursor,
+    finish: dict[str, Any],
+    *,
+    seq: int,
+) -> None:
+    """Out of time with writes left: keep them, and continue in a new invocation."""
+    try:
+        key = save_checkpoint(district_id, run_id, working_set, cursor, finish)
+        runs.checkpoint_apply(district_id, run_id, seq, key)
+        send_apply_message(district_id, run_id, continue_seq=seq)
+    except Exception as error:
+        raise PartlyAppliedError from error
+    logger.info("apply continues in a new invocation", seq=seq, items_written=cursor.written)
+
+
+def _continue_writes(
+    district_id: str,
+    run: dict[str, Any],
+    settings: Any,
+    now: datetime,
+    seq: int,
+    budget: ApplyBudget,
+    log: dict[str, Any],
+) -> dict[str, Any]:
+    """Write on from checkpoint `seq`: checkpoint again, or finish the run."""
+    key = str(run["applyContinue"]["key"])
+    try:
+        working_set, cursor, finish = load_checkpoint(
+            key, (roster_options(settings), district_today(settings, now))
+        )
+    except Exception as error:
+        raise PartlyAppliedError from error
+    try:
+        try:
+            done = write_spool(
+                district_id, working_set, cursor, deletions=not finish["tripped"], spent=budget.spent
+            )
+        except Exception as error:
+            raise PartlyAppliedError from error
+        if not done:
+            _checkpoint(district_id, run["runId"], working_set, cursor, finish, seq=seq + 1)
+            return dict(finish["counts"])
+        return _finish(
+            district_id, run, ResumedPlan(district_id, run["runId"], working_set), cursor.written, finish, log
+        )
+    finally:
+        working_set.close()
+
+
+class ResumedPlan:
+    """What finishing needs of a plan whose writes continued from a checkpoint."""
+
+    def __init__(self, district_id: str, run_id: str, working_set: WorkingSet) -> None:
+        self.district_id, self.run_id, self.working_set = district_id, run_id, working_set
+
+    def absent_ids(self) -> Iterator[tuple[str, Iterable[str]]]:
+        # A full run's plan is in the run's own working set, with the ids a complete read lacked
+        db = self.working_set.db
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'absent'").fetchone() is None:
+            return
+        rows = db.execute("SELECT entity, sid FROM absent ORDER BY entity, sid")
+        for entity, group in groupby(rows, key=lambda row: row[0]):
+            yield entity, (sid for _, sid in group)
+
+    def save_state(self) -> bool:
+        return apply_state.save(self.district_id, self.run_id, self.working_set)
+
+
+def _finish(
+    district_id: str, run: dict[str, Any], plan: Any, writes: int, finish: dict[str, Any], log: dict[str, Any]
+) -> dict[str, Any]:
+    """The writes are in: delete what the complete read no longer had, save, end the run."""
+    run_id, tripped, counts = run["runId"], bool(finish["tripped"]), finish["counts"]
     if not tripped:
         for entity, ids in plan.absent_ids():
             roster.delete_mirror(district_id, entity, ids)
     source_writes = int(run.get("sourceWrites", 0))
     fields: dict[str, Any] = {"counts": counts, "itemWrites": writes + source_writes, "productWrites": writes}
-    # What the apply read: the whole district, or a saved working set and the records that changed
-    fields["applyRead"] = (
-        {"savedState": True, "changedRecords": plan.reused_state}
-        if plan.reused_state is not None
-        else {"savedState": False}
-    )
+    fields["applyRead"] = finish["applyRead"]
+    safeguard = finish.get("safeguard") or {"tripped": False}
     if safeguard["tripped"]:
-        fields["safeguard"] = safeguard | {"confirmed": not tripped}
+        fields["safeguard"] = safeguard
     if tripped:
         for kind_counts in counts.values():
             if "deleted" in kind_counts:

@@ -13,12 +13,13 @@ read back from the file too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
 from itertools import groupby
 from typing import Any
 
 from rostersync.pipeline import apply_state
+from rostersync.pipeline.apply_continue import WriteCursor, write_spool
 from rostersync.pipeline.bounded_changes import (
     BoundedResult,
     SpooledKindPlan,
@@ -101,6 +102,15 @@ class BoundedRunPlan:
 
     def write(self, *, deletions: bool) -> int:
         return self.result.write(self.district_id, deletions=deletions)
+
+    def write_some(self, cursor: WriteCursor, *, deletions: bool, spent: Callable[[], bool]) -> bool:
+        """Write from `cursor` until done (True) or `spent()` (False: checkpoint and continue)."""
+        return write_spool(
+            self.district_id, self.result.working_set, cursor, deletions=deletions, spent=spent
+        )
+
+    def spool_working_set(self) -> WorkingSet:
+        return self.result.working_set
 
     def errors(self) -> Iterator[Issue]:
         return self.result.working_set.iter_errors()

@@ -61,6 +61,14 @@ class MemoryRunPlan:
     def write(self, *, deletions: bool) -> int:
         return self.plan.write(self.district_id, deletions=deletions)
 
+    def write_some(self, cursor: Any, *, deletions: bool, spent: Any) -> bool:
+        """All at once: the in-memory engine (a reference for tests) does not continue."""
+        cursor.written += self.write(deletions=deletions)
+        return True
+
+    def spool_working_set(self) -> Any:
+        raise NotImplementedError("the in-memory engine writes in one invocation")
+
     def errors(self) -> Iterator[Issue]:
         return iter(self.state.errors)
 

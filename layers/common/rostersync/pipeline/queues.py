@@ -28,9 +28,12 @@ class RunMessage(BaseModel):
 
 
 class ApplyMessage(BaseModel):
-    type: Literal["apply"] = "apply"
+    """An apply to start (every page is in), or its writes to continue from checkpoint `seq`."""
+
+    type: Literal["apply", "continue"] = "apply"
     districtId: str
     runId: str
+    seq: int | None = None
 
 
 def send_run_message(message: RunMessage) -> None:
@@ -39,8 +42,11 @@ def send_run_message(message: RunMessage) -> None:
     )
 
 
-def send_apply_message(district_id: str, run_id: str) -> None:
-    body = orjson.dumps(ApplyMessage(districtId=district_id, runId=run_id).model_dump()).decode()
+def send_apply_message(district_id: str, run_id: str, *, continue_seq: int | None = None) -> None:
+    message = ApplyMessage(districtId=district_id, runId=run_id)
+    if continue_seq is not None:
+        message = ApplyMessage(type="continue", districtId=district_id, runId=run_id, seq=continue_seq)
+    body = orjson.dumps(message.model_dump(exclude_none=True)).decode()
     aws.client("sqs").send_message(QueueUrl=get_config().apply_queue_url, MessageBody=body)
 
 

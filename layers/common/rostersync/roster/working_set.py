@@ -123,7 +123,7 @@ SCHEMA_VERSION = 2
 _DERIVED = ("schools", "cand", "losers", "taken", "uname", "issues", "next_stored")
 _DERIVED_INDEXES = ("cand_email", "cand_email_lc", "cand_ord")
 # Tables other modules keep in the file for one run only (apply_bounded, bounded_changes).
-_RUN_ONLY = ("plan", "seen", "absent", "overlay", "scope", "dirty", "pool")
+_RUN_ONLY = ("plan", "seen", "absent", "overlay", "scope", "dirty", "pool", "resume")
 # Kept in a saved file for the next run's scoped compute (roster/scope.py); built by
 # prepare_to_save, so a run that is not saved does not pay for them.
 _SCOPE_INDEXES = (
@@ -199,6 +199,24 @@ class WorkingSet:
             scope.begin(self)
             return
         self._clear_derived()
+
+    @classmethod
+    def resume(cls, path: str, options: RosterOptions, today: date) -> WorkingSet:
+        """The file of a working set as an invocation left it (a checkpoint of its writes):
+        moved in with every table, computed and planned as it was."""
+        working_set = cls.__new__(cls)
+        working_set.options, working_set.today = options, today
+        working_set._dir = tempfile.mkdtemp(prefix=f"{LEFTOVER_PREFIX}{os.getpid()}-")
+        working_set.path = os.path.join(working_set._dir, "working.db")
+        shutil.move(path, working_set.path)
+        working_set.db = sqlite3.connect(working_set.path, isolation_level=None)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-16000"):
+            working_set.db.execute(f"PRAGMA {pragma}")
+        working_set._school_ids = frozenset(
+            sid for (sid,) in working_set.db.execute("SELECT sid FROM schools")
+        )
+        working_set.computed, working_set.scoped, working_set.saved_today = True, False, None
+        return working_set
 
     def _clear_derived(self) -> None:
         """Forget everything computed from the records: compute() then computes it whole."""

@@ -309,20 +309,47 @@ APPLY_LEASE = timedelta(minutes=16)
 
 
 def begin_apply(district_id: str, run_id: str) -> bool:
-    """One apply at a time per run, even when its message is delivered twice."""
+    """One apply at a time per run, even when its message is delivered twice; none once the
+    run's writes continue from a checkpoint (only its continue message goes on)."""
     now = now_utc()
-    try:
-        table().update_item(
-            Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
-            UpdateExpression="SET applyStartedAt = :now",
-            ConditionExpression="attribute_not_exists(applyStartedAt) OR applyStartedAt < :stale",
-            ExpressionAttributeValues={":now": iso(now), ":stale": iso(now - APPLY_LEASE)},
-        )
-    except ClientError as error:
-        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return _claimed(
+        {
+            "Key": {"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+            "UpdateExpression": "SET applyStartedAt = :now ADD applyInvocations :one",
+            "ConditionExpression": "attribute_not_exists(applyContinue) AND "
+            "(attribute_not_exists(applyStartedAt) OR applyStartedAt < :stale)",
+            "ExpressionAttributeValues": {":now": iso(now), ":stale": iso(now - APPLY_LEASE), ":one": 1},
+        }
+    )
+
+
+def checkpoint_apply(district_id: str, run_id: str, seq: int, key: str) -> None:
+    """The apply's writes continue from checkpoint `seq` (kept at `key`), in a new invocation."""
+    table().update_item(
+        Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+        UpdateExpression="SET applyContinue = :checkpoint REMOVE applyStartedAt",
+        ExpressionAttributeValues={":checkpoint": {"seq": seq, "key": key}},
+    )
+
+
+def claim_apply_continue(district_id: str, run_id: str, seq: int) -> bool:
+    """Claim checkpoint `seq` of an apply. False for a duplicate or stale continue message,
+    or while another invocation holds it (unless it is past its lease: it died)."""
+    now = now_utc()
+    return _claimed(
+        {
+            "Key": {"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
+            "UpdateExpression": "SET applyStartedAt = :now ADD applyInvocations :one",
+            "ConditionExpression": "applyContinue.seq = :seq AND "
+            "(attribute_not_exists(applyStartedAt) OR applyStartedAt < :stale)",
+            "ExpressionAttributeValues": {
+                ":now": iso(now),
+                ":stale": iso(now - APPLY_LEASE),
+                ":one": 1,
+                ":seq": seq,
+            },
+        }
+    )
 
 
 # ---- fetch invocations: one at a time, each continuing exactly one checkpoint ----

@@ -1,0 +1,145 @@
+"""An apply whose writes would outlive its Lambda invocation continues in a new one (SPEC 8).
+
+A first sync of the largest district writes millions of product items: more than
+one 15-minute invocation can. The planned writes are spooled in the working set's
+SQLite file (`bounded_changes`), in the order they are written: per kind, creates,
+updates, then removals (a user's is its inactive form, another kind's a delete).
+`write_spool` writes them a chunk at a time from a cursor (kind, action, phase,
+seq) and stops, between two chunks, when the invocation's budget is spent: then
+the working set goes to the staging bucket (`state/{district}/apply-{run}.sqlite`)
+with the cursor and what finishing the run needs (`resume` table), the run item
+names the checkpoint (`applyContinue: {seq, key}`) and a `continue` message goes to
+ApplyQueue. The next invocation claims exactly that checkpoint (a duplicate or
+stale message is dropped), downloads the file, writes on from the cursor, and
+either checkpoints again or finishes the run as an uninterrupted apply does.
+
+Every invocation writes at least one chunk, so an apply always advances. Writes
+are puts and deletes by key, so a chunk written twice (an invocation that died
+after writing it and before its checkpoint) leaves the same product.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rostersync import aws
+from rostersync.config import get_config
+from rostersync.pipeline.changes import KINDS
+from rostersync.roster.working_set import LEFTOVER_PREFIX, WorkingSet
+from rostersync.store import roster
+
+# Items per chunk: one budget check per chunk (tests make it small)
+WRITE_CHUNK = 5000
+# Lambda's own limit, and what an invocation keeps back to upload its checkpoint
+LAMBDA_MAX_S = 900.0
+
+
+@dataclass
+class WriteCursor:
+    """Where the spooled writes stand: the next chunk is after (phase, seq) of this action."""
+
+    kind: int = 0
+    action: int = 0
+    phase: int = -1
+    seq: int = -1
+    written: int = 0
+
+
+class ApplyBudget:
+    """The time an apply invocation may spend before it must checkpoint its writes."""
+
+    def __init__(self, remaining_ms: int | None) -> None:
+        config = get_config()
+        remaining = LAMBDA_MAX_S if remaining_ms is None else max(0.0, remaining_ms / 1000)
+        seconds = remaining - min(float(config.apply_time_reserve_s), remaining / 4)
+        if config.apply_time_budget_s is not None:
+            seconds = min(seconds, config.apply_time_budget_s)
+        self.deadline = time.monotonic() + seconds
+
+    def spent(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+
+def _actions(kind: str, deletions: bool) -> tuple[str, ...]:
+    return ("create", "update", "removal") if deletions else ("create", "update")
+
+
+def write_spool(
+    district_id: str,
+    working_set: WorkingSet,
+    cursor: WriteCursor,
+    *,
+    deletions: bool,
+    spent: Callable[[], bool],
+) -> bool:
+    """Write the spooled plan on from `cursor` (moved as it goes); False when the budget ran
+    out first. The first chunk is written whatever the budget, so every call advances."""
+    db = working_set.db
+    db.execute("CREATE INDEX IF NOT EXISTS plan_order ON plan(kind, action, phase, seq)")
+    first = True
+    while cursor.kind < len(KINDS):
+        kind = KINDS[cursor.kind]
+        actions = _actions(kind, deletions)
+        while cursor.action < len(actions):
+            action = actions[cursor.action]
+            while True:
+                rows = db.execute(
+                    "SELECT phase, seq, doc FROM plan WHERE kind = ? AND action = ? AND (phase, seq) > (?, ?)"
+                    " ORDER BY phase, seq LIMIT ?",
+                    (kind, action, cursor.phase, cursor.seq, WRITE_CHUNK),
+                ).fetchall()
+                if not rows:
+                    break
+                if not first and spent():
+                    return False
+                first = False
+                docs = [json.loads(doc) for _, _, doc in rows]
+                if action == "removal" and kind != "users":
+                    cursor.written += roster.delete_product(district_id, kind, docs)
+                else:
+                    cursor.written += roster.write_product(district_id, kind, docs)
+                cursor.phase, cursor.seq = rows[-1][0], rows[-1][1]
+            cursor.action, cursor.phase, cursor.seq = cursor.action + 1, -1, -1
+        cursor.kind, cursor.action = cursor.kind + 1, 0
+    return True
+
+
+def checkpoint_key(district_id: str, run_id: str) -> str:
+    return f"state/{district_id}/apply-{run_id}.sqlite"
+
+
+def save_checkpoint(
+    district_id: str, run_id: str, working_set: WorkingSet, cursor: WriteCursor, finish: dict[str, Any]
+) -> str:
+    """Keep the working set, the cursor and `finish` (what ending the run needs) in S3."""
+    db = working_set.db
+    db.execute("CREATE TABLE IF NOT EXISTS resume(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID")
+    state = {"cursor": asdict(cursor), "finish": finish, "scoped": working_set.scoped}
+    db.execute("INSERT OR REPLACE INTO resume VALUES ('state', ?)", (json.dumps(state, default=str),))
+    key = checkpoint_key(district_id, run_id)
+    aws.client("s3").upload_file(working_set.path, get_config().staging_bucket_name, key)
+    return key
+
+
+def load_checkpoint(
+    key: str, working_set_args: tuple[Any, Any]
+) -> tuple[WorkingSet, WriteCursor, dict[str, Any]]:
+    """The working set a checkpoint kept, its cursor and what finishing the run needs."""
+    handle, path = tempfile.mkstemp(prefix=f"{LEFTOVER_PREFIX}{os.getpid()}-", suffix=".sqlite")
+    os.close(handle)
+    try:
+        aws.client("s3").download_file(get_config().staging_bucket_name, key, path)
+        working_set = WorkingSet.resume(path, *working_set_args)
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+    (value,) = working_set.db.execute("SELECT value FROM resume WHERE key = 'state'").fetchone()
+    state = json.loads(value)
+    working_set.scoped = bool(state["scoped"])
+    return working_set, WriteCursor(**state["cursor"]), state["finish"]
