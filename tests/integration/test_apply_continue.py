@@ -25,7 +25,7 @@ from rostersync.local.demo_sis import DemoSis
 from rostersync.local.functions import load_handler
 from rostersync.pipeline import apply_continue
 from rostersync.pipeline.changes import KINDS
-from rostersync.store import runs
+from rostersync.store import roster, runs
 
 DISTRICT = "lincoln"
 REFERENCE = "lincoln-ref"  # the same source, applied in one invocation
@@ -125,3 +125,65 @@ def test_an_apply_checkpoints_its_writes_continues_and_ends_like_an_uninterrupte
     assert second["status"] == "succeeded" and second["applyRead"]["savedState"] is True
     assert second["productWrites"] == 0 and second["applyInvocations"] == 1
     assert product_of(DISTRICT) == product_of(REFERENCE)
+    _no_checkpoint_left(aws_clients, clean_stack)
+
+
+def _both(mode: str, ctx: Any, monkeypatch: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The same run of the reference (one invocation) and of the district (no time at all)."""
+    monkeypatch.delenv("APPLY_TIME_BUDGET_S", raising=False)
+    get_config.cache_clear()
+    reference_run, bodies = _fetch_and_transform(REFERENCE, mode, ctx)
+    _apply_until_done(REFERENCE, reference_run, bodies, ctx)
+    run_id, bodies = _fetch_and_transform(DISTRICT, mode, ctx)
+    monkeypatch.setenv("APPLY_TIME_BUDGET_S", "0")
+    get_config.cache_clear()
+    _apply_until_done(DISTRICT, run_id, bodies, ctx)
+    return runs.get_run(REFERENCE, reference_run), runs.get_run(DISTRICT, run_id)
+
+
+def _no_checkpoint_left(aws_clients: Any, outputs: dict[str, str]) -> None:
+    listed = aws_clients("s3").list_objects_v2(Bucket=outputs["StagingBucketName"], Prefix="state/")
+    assert [o["Key"] for o in listed.get("Contents", []) if "/apply-" in o["Key"]] == []
+
+
+def test_continued_updates_deletions_and_halts_end_like_uninterrupted_ones(
+    clean_stack, aws_clients, handlers, load_event, lambda_context, sis, monkeypatch, fresh_config
+):
+    ctx = (aws_clients, clean_stack, handlers, load_event, lambda_context)
+    connect_demo(aws_clients, REFERENCE, sis.url)
+    connect_demo(aws_clients, DISTRICT, sis.url)
+    monkeypatch.setattr(apply_continue, "WRITE_CHUNK", 3)
+    students = [u["sourcedId"] for u in sis.district.users if u["sourcedId"].startswith("stu-")]
+    reference, run = _both("full", ctx, monkeypatch)
+    assert run["applyInvocations"] > 1
+
+    # When users change and one is sent as tobedeleted: an incremental run on the saved working
+    # set, its updates and removals written a chunk at a time
+    for sid in students[:7]:
+        sis.district.touch("users", sid, familyName="Changed")
+    sis.district.touch("users", students[7], status="tobedeleted")
+    reference, run = _both("incremental", ctx, monkeypatch)
+    assert run["applyRead"]["savedState"] is True and run["applyInvocations"] > 2
+    assert run["counts"]["users"]["updated"] == 7 and run["counts"]["users"]["deleted"] == 1
+    assert {f: run.get(f) for f in FIELDS} == {f: reference.get(f) for f in FIELDS}
+    assert product_of(DISTRICT) == product_of(REFERENCE)
+
+    # And a full run missing a student deactivates it and drops it from the mirror
+    sis.district.remove("users", students[8])
+    reference, run = _both("full", ctx, monkeypatch)
+    assert run["status"] == "succeeded" and run["counts"]["users"]["deleted"] == 1
+    assert {f: run.get(f) for f in FIELDS} == {f: reference.get(f) for f in FIELDS}
+    assert product_of(DISTRICT) == product_of(REFERENCE)
+    mirror = [sid for sid, _, _ in roster.iter_mirror(DISTRICT, "users")]
+    assert students[8] not in mirror
+    assert mirror == [sid for sid, _, _ in roster.iter_mirror(REFERENCE, "users")]
+
+    # And a full run missing a third of the students halts: other changes in, nothing deleted
+    for sid in students[9 : 9 + len(students) // 3]:
+        sis.district.remove("users", sid)
+    sis.district.touch("users", students[0], familyName="Again")
+    reference, run = _both("full", ctx, monkeypatch)
+    assert run["status"] == "halted" and run["counts"]["users"]["updated"] == 1
+    assert {f: run.get(f) for f in FIELDS} == {f: reference.get(f) for f in FIELDS}
+    assert product_of(DISTRICT) == product_of(REFERENCE)
+    _no_checkpoint_left(aws_clients, clean_stack)

@@ -39,6 +39,9 @@ WILDCARD_ARNS: dict[str, str] = {
     r"arn:\$\{AWS::Partition\}:s3:::\$\{StagingBucket\}/(staging|inbox|pushes|state)/\*": (
         "objects under one prefix of the stack's own bucket"
     ),
+    r"arn:\$\{AWS::Partition\}:s3:::\$\{StagingBucket\}/state/\*/apply-\*": (
+        "the apply's write checkpoints (deleted once their run ends), not the saved working sets"
+    ),
     r"arn:\$\{AWS::Partition\}:ssm:\$\{AWS::Region\}:\$\{AWS::AccountId\}:parameter/rostersync/districts/\*": (
         "district credentials (fetch only): their names are the districts' choice under this prefix"
     ),
@@ -172,13 +175,23 @@ def test_only_the_fetch_can_read_or_decrypt_credentials(cfn: dict[str, Any]) -> 
 
 def test_only_the_apply_can_read_or_write_saved_working_sets(cfn: dict[str, Any]) -> None:
     # state/ holds each district's roster (names, emails) between runs: the apply alone touches it.
-    touching = {
-        role: _as_list(statement["Action"])
-        for role, statement in _allow_statements(cfn)
+    touching: dict[str, set[str]] = {}
+    for role, statement in _allow_statements(cfn):
+        for resource in _as_list(statement["Resource"]):
+            arn = _arn_template(cfn, resource)
+            if "/state/" in arn or arn.endswith("}/*"):
+                touching.setdefault(role, set()).update(_as_list(statement["Action"]))
+    assert touching == {"ApplyRunFunctionRole": {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}}
+    # and it may delete only its write checkpoints, never a saved working set
+    deletes = [
+        _arn_template(cfn, resource)
+        for _, statement in _allow_statements(cfn)
+        if "s3:DeleteObject" in _as_list(statement["Action"])
         for resource in _as_list(statement["Resource"])
-        if "/state/" in _arn_template(cfn, resource) or _arn_template(cfn, resource).endswith("}/*")
-    }
-    assert touching == {"ApplyRunFunctionRole": ["s3:GetObject", "s3:PutObject"]}
+    ]
+    assert [arn for arn in deletes if "/state/" in arn] == [
+        "arn:${AWS::Partition}:s3:::${StagingBucket}/state/*/apply-*"
+    ]
 
 
 def test_credentials_must_be_a_secure_string(clean_stack, aws_clients) -> None:

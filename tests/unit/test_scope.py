@@ -353,3 +353,20 @@ def test_a_duplicate_email_winner_that_goes_hands_the_email_to_the_next_user(tmp
             ]
         },
     )
+
+
+def test_issues_of_ids_that_sort_alike_keep_their_order_when_one_is_redone(tmp_path: Any) -> None:
+    # "07" and "7" are the same number: their issues are ordered by the id's text, whichever
+    # was recomputed last (found by review: the order once followed the rows' insertion)
+    _scoped_and_whole(
+        tmp_path,
+        RosterOptions(),
+        {"users": [_user("07", ""), _user("7", "")]},
+        {"users": [_user("07", "bad")]},
+    )
+    _scoped_and_whole(
+        tmp_path,
+        RosterOptions(username_source=True),
+        {"users": [_user("07", "a@x.org"), _user("7", "b@x.org")]},
+        {"users": [_user("07", "c@x.org")]},
+    )

@@ -35,7 +35,7 @@ class Config(BaseModel):
     fetch_time_budget_s: float | None = None
     # The same for an apply's writes (pipeline/apply_continue.py): what an invocation
     # keeps back to upload its checkpoint, and an optional cap on its time.
-    apply_time_reserve_s: int = 120
+    apply_time_reserve_s: int = 180
     apply_time_budget_s: float | None = None
     # How long a source request may take, and the first retry's backoff (it
     # doubles per retry). Tests shrink both (SOURCE_TIMEOUT_S, SOURCE_RETRY_BASE_S).

@@ -22,6 +22,8 @@ from rostersync.pipeline.apply_bounded import SeenIds, plan_run_bounded, start_w
 from rostersync.pipeline.apply_continue import (
     ApplyBudget,
     WriteCursor,
+    checkpoint_key,
+    delete_checkpoint,
     load_checkpoint,
     save_checkpoint,
     write_spool,
@@ -84,11 +86,12 @@ def apply_run(
         return _apply(district_id, run, settings, now, budget, log)
     except Exception as error:
         logger.exception("apply failed", **log)
+        partly = isinstance(error, PartlyAppliedError) or continue_seq is not None
         cause = error.__cause__ if isinstance(error, PartlyAppliedError) else error
         kind = _failure_kind(cause or error)
         message = (
             f"applying the changes failed part-way ({kind}); the next run completes them"
-            if isinstance(error, PartlyAppliedError)
+            if partly
             else f"applying the changes failed ({kind}); the product was not changed"
         )
         runs.finish_run(district_id, run_id, "failed", message=message)
@@ -245,7 +248,7 @@ def _continue_writes(
     log: dict[str, Any],
 ) -> dict[str, Any]:
     """Write on from checkpoint `seq`: checkpoint again, or finish the run."""
-    key = str(run["applyContinue"]["key"])
+    key = checkpoint_key(district_id, run["runId"])  # not read back: the run item may lag
     try:
         working_set, cursor, finish = load_checkpoint(
             key, (roster_options(settings), district_today(settings, now))
@@ -262,9 +265,11 @@ def _continue_writes(
         if not done:
             _checkpoint(district_id, run["runId"], working_set, cursor, finish, seq=seq + 1)
             return dict(finish["counts"])
-        return _finish(
+        counts = _finish(
             district_id, run, ResumedPlan(district_id, run["runId"], working_set), cursor.written, finish, log
         )
+        delete_checkpoint(key)
+        return counts
     finally:
         working_set.close()
 

@@ -28,11 +28,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from rostersync import aws
 from rostersync.config import get_config
 from rostersync.pipeline.changes import KINDS
 from rostersync.roster.working_set import LEFTOVER_PREFIX, WorkingSet
 from rostersync.store import roster
+
+logger = Logger(service="rostersync", child=True)
 
 # Items per chunk: one budget check per chunk (tests make it small)
 WRITE_CHUNK = 5000
@@ -127,6 +131,14 @@ def save_checkpoint(
     return key
 
 
+def delete_checkpoint(key: str) -> None:
+    """The run is finished: its checkpoint (the district's roster) goes at once, not at expiry."""
+    try:
+        aws.client("s3").delete_object(Bucket=get_config().staging_bucket_name, Key=key)
+    except Exception as error:  # the 30-day expiry of state/ removes it anyway
+        logger.warning("apply checkpoint not deleted", reason=type(error).__name__)
+
+
 def load_checkpoint(
     key: str, working_set_args: tuple[Any, Any]
 ) -> tuple[WorkingSet, WriteCursor, dict[str, Any]]:
@@ -139,7 +151,11 @@ def load_checkpoint(
     finally:
         if os.path.exists(path):
             os.remove(path)
-    (value,) = working_set.db.execute("SELECT value FROM resume WHERE key = 'state'").fetchone()
-    state = json.loads(value)
+    try:
+        (value,) = working_set.db.execute("SELECT value FROM resume WHERE key = 'state'").fetchone()
+        state = json.loads(value)
+    except Exception:
+        working_set.close()
+        raise
     working_set.scoped = bool(state["scoped"])
     return working_set, WriteCursor(**state["cursor"]), state["finish"]

@@ -612,14 +612,14 @@ class WorkingSet:
 
     def iter_errors(self) -> Iterator[Issue]:
         rows = self.db.execute(
-            "SELECT entity, sid, reason FROM issues WHERE kind = 'ERR' ORDER BY entity, ord, rowid"
+            "SELECT entity, sid, reason FROM issues WHERE kind = 'ERR' ORDER BY entity, ord, sid, rowid"
         )
         for entity, sid, reason in rows:
             yield Issue(entity=entity, sourcedId=sid, reason=reason)
 
     def iter_warnings(self) -> Iterator[Issue]:
         rows = self.db.execute(
-            "SELECT entity, sid, reason FROM issues WHERE kind = 'WARN' ORDER BY entity, ord, reason, rowid"
+            "SELECT entity, sid, reason FROM issues WHERE kind = 'WARN' ORDER BY entity, ord, reason, sid, rowid"
         )
         for entity, sid, reason in rows:
             yield Issue(entity=entity, sourcedId=sid, reason=reason)

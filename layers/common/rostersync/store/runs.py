@@ -340,13 +340,15 @@ def claim_apply_continue(district_id: str, run_id: str, seq: int) -> bool:
         {
             "Key": {"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
             "UpdateExpression": "SET applyStartedAt = :now ADD applyInvocations :one",
-            "ConditionExpression": "applyContinue.seq = :seq AND "
+            "ConditionExpression": "applyContinue.seq = :seq AND #status = :running AND "
             "(attribute_not_exists(applyStartedAt) OR applyStartedAt < :stale)",
+            "ExpressionAttributeNames": {"#status": "status"},
             "ExpressionAttributeValues": {
                 ":now": iso(now),
                 ":stale": iso(now - APPLY_LEASE),
                 ":one": 1,
                 ":seq": seq,
+                ":running": "running",
             },
         }
     )
