@@ -131,6 +131,8 @@ _SCOPE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS enr_end ON enr(end_)",
     "CREATE INDEX IF NOT EXISTS classes_school ON classes(school_id)",
     "CREATE INDEX IF NOT EXISTS losers_email ON losers(email)",
+    # a redone record's issues are replaced (a district may hold a million warnings)
+    "CREATE INDEX IF NOT EXISTS issues_sid ON issues(sid, kind, entity)",
     "CREATE INDEX IF NOT EXISTS uname_wanted ON uname(wanted_lc, ord, sid)",
     "CREATE INDEX IF NOT EXISTS uname_final ON uname(final_lc, ord, sid)",
     "CREATE INDEX IF NOT EXISTS stored_user_email ON stored(json_extract(doc, '$.email')) WHERE kind = 'users'",
