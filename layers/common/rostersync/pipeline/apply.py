@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from itertools import groupby
 from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 
 from rostersync.config import get_config
 from rostersync.pipeline import apply_state
-from rostersync.pipeline.apply_bounded import SeenIds, plan_run_bounded, start_working_set
+from rostersync.pipeline.apply_bounded import SeenIds, absent_ids, plan_run_bounded, start_working_set
 from rostersync.pipeline.apply_continue import (
     ApplyBudget,
     WriteCursor,
@@ -282,12 +281,7 @@ class ResumedPlan:
 
     def absent_ids(self) -> Iterator[tuple[str, Iterable[str]]]:
         # A full run's plan is in the run's own working set, with the ids a complete read lacked
-        db = self.working_set.db
-        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'absent'").fetchone() is None:
-            return
-        rows = db.execute("SELECT entity, sid FROM absent ORDER BY entity, sid")
-        for entity, group in groupby(rows, key=lambda row: row[0]):
-            yield entity, (sid for _, sid in group)
+        return absent_ids(self.working_set)
 
     def save_state(self) -> bool:
         return apply_state.save(self.district_id, self.run_id, self.working_set)

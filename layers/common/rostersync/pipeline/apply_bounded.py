@@ -122,9 +122,7 @@ class BoundedRunPlan:
         return self.result.working_set.error_counts()
 
     def absent_ids(self) -> Iterator[tuple[str, Iterable[str]]]:
-        rows = self.seen.db.execute("SELECT entity, sid FROM absent ORDER BY entity, sid")
-        for entity, group in groupby(rows, key=lambda row: row[0]):
-            yield entity, (sid for _, sid in group)
+        return absent_ids(self.seen.working_set)
 
     def save_state(self) -> bool:
         """After writes that all succeeded: keep the working set for the next incremental run."""
@@ -148,6 +146,16 @@ class BoundedRunPlan:
     def close(self) -> None:
         for working_set in self._opened:
             working_set.close()
+
+
+def absent_ids(working_set: WorkingSet) -> Iterator[tuple[str, Iterable[str]]]:
+    """Per entity, the ids a complete read no longer had (table `absent`; none without it)."""
+    db = working_set.db
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'absent'").fetchone() is None:
+        return
+    rows = db.execute("SELECT entity, sid FROM absent ORDER BY entity, sid")
+    for entity, group in groupby(rows, key=lambda row: row[0]):
+        yield entity, (sid for _, sid in group)
 
 
 def start_working_set(options: RosterOptions, today: date) -> tuple[WorkingSet, SeenIds]:

@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from rostersync.roster import scope  # the scoped compute of a saved working set (reads these tables)
 from rostersync.roster.compute import MAIN_LOCATION, RosterOptions, product_class, valid_email
 from rostersync.roster.models import ENTITY_MODELS, AcademicSession, Enrollment, Org, RosterClass, User
 from rostersync.roster.product import Issue, ProductUser
@@ -196,8 +197,6 @@ class WorkingSet:
             self.scoped = True
             self.saved_today = date.fromisoformat(meta["today"])
             self._school_ids = frozenset(sid for (sid,) in self.db.execute("SELECT sid FROM schools"))
-            from rostersync.roster import scope  # the scoped compute reads this module's tables
-
             scope.begin(self)
             return
         self._clear_derived()
@@ -248,8 +247,6 @@ class WorkingSet:
             for sourced_id, doc, _version in batch:
                 record = _read(model, entity, sourced_id, doc)
                 if self.scoped:
-                    from rostersync.roster import scope
-
                     scope.note_change(self, entity, record.sourcedId)
                 if record.deleted:
                     self.db.execute(f"DELETE FROM {table} WHERE sid = ?", (record.sourcedId,))
@@ -326,8 +323,6 @@ class WorkingSet:
     # ---- the rules --------------------------------------------------------------------
 
     def compute(self) -> None:
-        from rostersync.roster import scope
-
         if self.scoped and not scope.worth_scoping(self):
             self._clear_derived()
         if self.scoped:
