@@ -65,7 +65,7 @@ def test_a_bundle_whose_apply_fails_is_read_again_by_the_next_run(
     offered: list[frozenset[str]] = []
 
     # Given an apply that crashes once
-    real = apply.plan_run_bounded
+    real = apply.plan_read
     crashes = iter([True])
 
     def crash_once(*args: Any, **kwargs: Any) -> Any:
@@ -73,7 +73,7 @@ def test_a_bundle_whose_apply_fails_is_read_again_by_the_next_run(
             raise RuntimeError("apply crashed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(apply, "plan_run_bounded", crash_once)
+    monkeypatch.setattr(apply, "plan_read", crash_once)
 
     # When the bundle's first run fails in apply
     failed = _run(pipe, bundle, offered)

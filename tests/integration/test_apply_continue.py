@@ -1,12 +1,15 @@
-"""SPEC 8: an apply whose writes would outlive its invocation checkpoints and continues.
+"""SPEC 8: an apply whose reading or writes would outlive its invocation checkpoints and
+continues.
 
 The handlers run against the moto server and a real demo SIS over HTTP. The apply gets no
-time at all (`APPLY_TIME_BUDGET_S=0`), with chunks of 50 items: every invocation writes
-exactly one chunk (an apply always advances), checkpoints its working set to the
-staging bucket, and sends a `continue` message to ApplyQueue, which the test hands to the
-handler again as Lambda's SQS poller would (each twice, and the apply message of the last
-page once more). The run must end exactly as an uninterrupted apply of the same source,
-and the working set it saves must carry the next incremental run.
+time at all (`APPLY_TIME_BUDGET_S=0`), with chunks of 50 rows and items: every invocation
+takes exactly one step (an apply always advances): notes one staged page, reads one
+chunk of the mirror or of the stored product, plans, or writes one chunk. Then it
+checkpoints its working set to the staging bucket and sends a `continue` message to
+ApplyQueue, which the test hands to the handler again as Lambda's SQS poller would (each
+twice, and the apply message of the last page once more). The run must end exactly as an
+uninterrupted apply of the same source, and the working set it saves must carry the next
+incremental run.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from rostersync.config import get_config
 from rostersync.local.demo_data import generate_district
 from rostersync.local.demo_sis import DemoSis
 from rostersync.local.functions import load_handler
-from rostersync.pipeline import apply_continue
+from rostersync.pipeline import apply_continue, apply_read
 from rostersync.pipeline.changes import KINDS
+from rostersync.sources.base import ENTITIES
+from rostersync.staging.pages import iter_run_pages
 from rostersync.store import roster, runs
 
 DISTRICT = "lincoln"
@@ -44,10 +49,12 @@ def sis():
         yield server
 
 
-def _fetch_and_transform(district_id: str, mode: str, ctx: Any) -> tuple[str, list[str]]:
+def _fetch_and_transform(
+    district_id: str, mode: str, ctx: Any, *, dry_run: bool = False
+) -> tuple[str, list[str]]:
     """A run fetched and transformed; the apply messages it queued."""
     aws_clients, outputs, handlers, load_event, lambda_context = ctx
-    run_id = runs.start_run(district_id, trigger="api", mode=mode)["runId"]
+    run_id = runs.start_run(district_id, trigger="api", mode=mode, dry_run=dry_run)["runId"]
     body = json.dumps({"type": "start", "districtId": district_id, "trigger": "api", "runId": run_id})
     lambda_context.set_remaining_time_in_millis(900_000)
     handlers["fetch_roster"](sqs_event(load_event("run_start_api"), [body]), lambda_context)
@@ -94,6 +101,7 @@ def test_an_apply_checkpoints_its_writes_continues_and_ends_like_an_uninterrupte
     connect_demo(aws_clients, REFERENCE, sis.url)
     connect_demo(aws_clients, DISTRICT, sis.url)
     monkeypatch.setattr(apply_continue, "WRITE_CHUNK", CHUNK)
+    monkeypatch.setattr(apply_read, "READ_CHUNK", CHUNK)
 
     # Given the reference: applied in one (15-minute) invocation
     reference_run, bodies = _fetch_and_transform(REFERENCE, "full", ctx)
@@ -107,12 +115,17 @@ def test_an_apply_checkpoints_its_writes_continues_and_ends_like_an_uninterrupte
     get_config.cache_clear()
     ignored = _apply_until_done(DISTRICT, run_id, bodies, ctx)
 
-    # Then it took one invocation per chunk of each kind's creates, every duplicate ignored
+    # Then it took one invocation per step: per staged page, per chunk of each entity's mirror
+    # records (a short chunk ends it) and of each kind's stored items (none: a first sync),
+    # and per chunk of each kind's creates (the first with the plan); every duplicate ignored
     run = runs.get_run(DISTRICT, run_id)
+    pages = len(list(iter_run_pages(DISTRICT, run_id)))
+    mirror = sum(len(list(roster.iter_mirror(DISTRICT, entity))) // CHUNK + 1 for entity in ENTITIES)
     chunks = sum(math.ceil(run["counts"][kind]["created"] / CHUNK) for kind in KINDS)
-    assert run["applyInvocations"] == chunks > 5
-    assert ignored == 2 * (chunks - 1) - 1  # the first apply message, once per continue but the last
-    assert run["applyContinue"]["seq"] == chunks - 1
+    invocations = pages + mirror + len(KINDS) + chunks
+    assert run["applyInvocations"] == invocations and pages > 3 and chunks > 5
+    assert ignored == 2 * (invocations - 1) - 1  # the first apply message, once per continue but the last
+    assert run["applyContinue"]["seq"] == invocations - 1
     # And it ended as the uninterrupted apply did: the same product, counts and writes
     assert {f: run.get(f) for f in FIELDS} == {f: reference.get(f) for f in FIELDS}
     assert run["productWrites"] == sum(run["counts"][kind]["created"] for kind in KINDS)
@@ -123,18 +136,21 @@ def test_an_apply_checkpoints_its_writes_continues_and_ends_like_an_uninterrupte
     _apply_until_done(DISTRICT, again, bodies, ctx)
     second = runs.get_run(DISTRICT, again)
     assert second["status"] == "succeeded" and second["applyRead"]["savedState"] is True
-    assert second["productWrites"] == 0 and second["applyInvocations"] == 1
+    assert second["productWrites"] == 0
+    assert second["applyInvocations"] == len(list(iter_run_pages(DISTRICT, again)))  # a step per page
     assert product_of(DISTRICT) == product_of(REFERENCE)
     _no_checkpoint_left(aws_clients, clean_stack)
 
 
-def _both(mode: str, ctx: Any, monkeypatch: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def _both(
+    mode: str, ctx: Any, monkeypatch: Any, *, dry_run: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The same run of the reference (one invocation) and of the district (no time at all)."""
     monkeypatch.delenv("APPLY_TIME_BUDGET_S", raising=False)
     get_config.cache_clear()
-    reference_run, bodies = _fetch_and_transform(REFERENCE, mode, ctx)
+    reference_run, bodies = _fetch_and_transform(REFERENCE, mode, ctx, dry_run=dry_run)
     _apply_until_done(REFERENCE, reference_run, bodies, ctx)
-    run_id, bodies = _fetch_and_transform(DISTRICT, mode, ctx)
+    run_id, bodies = _fetch_and_transform(DISTRICT, mode, ctx, dry_run=dry_run)
     monkeypatch.setenv("APPLY_TIME_BUDGET_S", "0")
     get_config.cache_clear()
     _apply_until_done(DISTRICT, run_id, bodies, ctx)
@@ -153,6 +169,7 @@ def test_continued_updates_deletions_and_halts_end_like_uninterrupted_ones(
     connect_demo(aws_clients, REFERENCE, sis.url)
     connect_demo(aws_clients, DISTRICT, sis.url)
     monkeypatch.setattr(apply_continue, "WRITE_CHUNK", 3)
+    monkeypatch.setattr(apply_read, "READ_CHUNK", 40)
     students = [u["sourcedId"] for u in sis.district.users if u["sourcedId"].startswith("stu-")]
     reference, run = _both("full", ctx, monkeypatch)
     assert run["applyInvocations"] > 1
@@ -185,5 +202,36 @@ def test_continued_updates_deletions_and_halts_end_like_uninterrupted_ones(
     reference, run = _both("full", ctx, monkeypatch)
     assert run["status"] == "halted" and run["counts"]["users"]["updated"] == 1
     assert {f: run.get(f) for f in FIELDS} == {f: reference.get(f) for f in FIELDS}
+    assert product_of(DISTRICT) == product_of(REFERENCE)
+    _no_checkpoint_left(aws_clients, clean_stack)
+
+
+def test_continued_dry_runs_preview_what_uninterrupted_ones_do(
+    clean_stack, aws_clients, handlers, load_event, lambda_context, sis, monkeypatch, fresh_config
+):
+    """A dry run reads its own records (`overlay`) and the mirror under them, a step at a time."""
+    ctx = (aws_clients, clean_stack, handlers, load_event, lambda_context)
+    connect_demo(aws_clients, REFERENCE, sis.url)
+    connect_demo(aws_clients, DISTRICT, sis.url)
+    monkeypatch.setattr(apply_read, "READ_CHUNK", 20)
+    students = [u["sourcedId"] for u in sis.district.users if u["sourcedId"].startswith("stu-")]
+    preview = ("status", "counts", "preview", "itemWrites")
+
+    # A first sync's dry run: every record is the run's own, none in the mirror
+    reference, run = _both("full", ctx, monkeypatch, dry_run=True)
+    assert run["status"] == "previewed" and run["applyInvocations"] > 20
+    assert run["counts"]["users"]["created"] > 40
+    assert {f: run.get(f) for f in preview} == {f: reference.get(f) for f in preview}
+    assert product_of(DISTRICT) == product_of(REFERENCE) == {kind: [] for kind in KINDS}
+
+    # After a full sync: changed, new and missing records laid over the mirror
+    _both("full", ctx, monkeypatch)
+    for sid in students[:5]:
+        sis.district.touch("users", sid, familyName="Previewed")
+    sis.district.remove("users", students[5])
+    reference, run = _both("full", ctx, monkeypatch, dry_run=True)
+    assert run["status"] == "previewed" and run["counts"]["users"]["updated"] == 5
+    assert run["counts"]["users"]["deleted"] == 1
+    assert {f: run.get(f) for f in preview} == {f: reference.get(f) for f in preview}
     assert product_of(DISTRICT) == product_of(REFERENCE)
     _no_checkpoint_left(aws_clients, clean_stack)

@@ -10,6 +10,7 @@ after planning and writes nothing but its run record.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -17,7 +18,14 @@ from aws_lambda_powertools import Logger
 
 from rostersync.config import get_config
 from rostersync.pipeline import apply_state
-from rostersync.pipeline.apply_bounded import SeenIds, absent_ids, plan_run_bounded, start_working_set
+from rostersync.pipeline.apply_bounded import (
+    BoundedRunPlan,
+    SeenIds,
+    absent_ids,
+    plan_on_saved,
+    plan_read,
+    start_working_set,
+)
 from rostersync.pipeline.apply_continue import (
     ApplyBudget,
     WriteCursor,
@@ -26,8 +34,10 @@ from rostersync.pipeline.apply_continue import (
     load_checkpoint,
     save_checkpoint,
     write_spool,
+    write_state,
 )
-from rostersync.pipeline.apply_memory import plan_run_in_memory
+from rostersync.pipeline.apply_memory import MemoryRunPlan, plan_run_in_memory
+from rostersync.pipeline.apply_read import ReadCursor, complete_entities, read_district, read_pages
 from rostersync.pipeline.changes import ChangePlan
 from rostersync.pipeline.options import district_today, roster_options, settings_doc
 from rostersync.pipeline.queues import send_apply_message
@@ -35,8 +45,6 @@ from rostersync.pipeline.transform import mirror_doc
 from rostersync.roster.models import RecordError, normalize
 from rostersync.roster.product import Issue
 from rostersync.roster.working_set import WorkingSet, sweep_leftovers
-from rostersync.sources.base import ENTITIES
-from rostersync.staging.layout import PageRef
 from rostersync.staging.pages import get_json, iter_run_pages
 from rostersync.store import roster, runs
 from rostersync.store.settings import load_last_good
@@ -57,8 +65,9 @@ def apply_run(
     remaining_ms: int | None = None,
     continue_seq: int | None = None,
 ) -> dict[str, Any] | None:
-    """Apply a run whose pages are all in, or continue its writes from checkpoint
-    `continue_seq` (pipeline/apply_continue.py); `remaining_ms`: the invocation's time left."""
+    """Apply a run whose pages are all in, or continue its reading or writes from checkpoint
+    `continue_seq` (pipeline/apply_read.py, apply_continue.py); `remaining_ms`: the
+    invocation's time left."""
     log: dict[str, Any] = {"district_id": district_id, "run_id": run_id}
     budget = ApplyBudget(remaining_ms)
     run = runs.get_run(district_id, run_id)
@@ -81,11 +90,11 @@ def apply_run(
         logger.warning("removed working sets an earlier invocation left", count=swept, **log)
     try:
         if continue_seq is not None:
-            return _continue_writes(district_id, run, settings, now, continue_seq, budget, log)
+            return _continue(district_id, run, settings, now, continue_seq, budget, log)
         return _apply(district_id, run, settings, now, budget, log)
     except Exception as error:
         logger.exception("apply failed", **log)
-        partly = isinstance(error, PartlyAppliedError) or continue_seq is not None
+        partly = isinstance(error, PartlyAppliedError)
         cause = error.__cause__ if isinstance(error, PartlyAppliedError) else error
         kind = _failure_kind(cause or error)
         message = (
@@ -95,6 +104,11 @@ def apply_run(
         )
         runs.finish_run(district_id, run_id, "failed", message=message)
         raise
+
+
+class Continued(dict[str, Any]):
+    """What an invocation that checkpointed returns (the counts planned, if any): the run
+    goes on in a new invocation."""
 
 
 class PartlyAppliedError(Exception):
@@ -116,34 +130,96 @@ def _apply(
     budget: ApplyBudget,
     log: dict[str, Any],
 ) -> dict[str, Any]:
-    run_id = run["runId"]
-    dry_run = bool(run.get("dryRun"))
     options, today = roster_options(settings), district_today(settings, now)
     working_set, seen = start_working_set(options, today)
-    plan: RunPlan | None = None
     try:
-        _scan_run_pages(district_id, run_id, seen)
-        repeated = seen.repeated()
-        if repeated:
-            _settle_repeated_records(district_id, run_id, repeated, dry_run_id=run_id if dry_run else None)
-        complete = run.get("completeEntities", ENTITIES if run.get("mode") == "full" else [])
         if get_config().apply_engine == "memory":
-            plan = plan_run_in_memory(
-                district_id,
-                run_id,
-                dry_run=dry_run,
-                seen=seen,
-                complete=complete,
-                options=options,
-                today=today,
-            )
-        else:
-            plan = plan_run_bounded(district_id, run_id, seen, dry_run=dry_run, complete=complete)
-        return _settle(district_id, run, settings, plan, dry_run, budget, log)
+            return _apply_in_memory(district_id, run, settings, seen, budget, log)
+        return _read(district_id, run, settings, working_set, ReadCursor(), budget, log, seq=0, halt=None)
     finally:
-        if plan is not None:
-            plan.close()  # every working set it opened (a saved one, a halted run's second)
         working_set.close()
+
+
+def _apply_in_memory(
+    district_id: str,
+    run: dict[str, Any],
+    settings: Any,
+    seen: SeenIds,
+    budget: ApplyBudget,
+    log: dict[str, Any],
+) -> dict[str, Any]:
+    """The in-memory engine (a reference for tests): everything in one invocation."""
+    run_id, dry_run = run["runId"], bool(run.get("dryRun"))
+    read_pages(district_id, run_id, seen, ReadCursor(), lambda: True)
+    _settle_repeated(district_id, run, seen)
+    plan = plan_run_in_memory(
+        district_id,
+        run_id,
+        dry_run=dry_run,
+        seen=seen,
+        complete=complete_entities(run),
+        options=seen.working_set.options,
+        today=seen.working_set.today,
+    )
+    try:
+        return _settle(district_id, run, settings, plan, budget, log, seq=0)
+    finally:
+        plan.close()
+
+
+def _read(
+    district_id: str,
+    run: dict[str, Any],
+    settings: Any,
+    working_set: WorkingSet,
+    cursor: ReadCursor,
+    budget: ApplyBudget,
+    log: dict[str, Any],
+    *,
+    seq: int,
+    halt: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Read on from `cursor` (pipeline/apply_read.py), then plan and settle; or, out of
+    time, checkpoint the reading and continue in a new invocation. `halt`: the replan of
+    a run the safeguard halted, and why."""
+    run_id, dry_run = run["runId"], bool(run.get("dryRun"))
+    seen = SeenIds(working_set)
+    if cursor.stage == "pages":
+        if not read_pages(district_id, run_id, seen, cursor, budget.go_on):
+            return _checkpoint_read(district_id, run_id, working_set, cursor, halt, seq=seq + 1)
+        _settle_repeated(district_id, run, seen)
+        if not dry_run and not complete_entities(run):
+            saved = plan_on_saved(district_id, run_id, seen)
+            if saved is not None:
+                try:
+                    return _settle(district_id, run, settings, saved, budget, log, seq=seq)
+                finally:
+                    saved.close()
+        cursor.go_to("overlay" if dry_run else "mirror")
+    if not read_district(district_id, run, seen, cursor, budget.go_on):
+        return _checkpoint_read(district_id, run_id, working_set, cursor, halt, seq=seq + 1)
+    if budget.advanced and budget.left() < cursor.plan_seconds():
+        return _checkpoint_read(district_id, run_id, working_set, cursor, halt, seq=seq + 1)
+    budget.advanced = True
+    plan = plan_read(district_id, run_id, seen, dry_run=dry_run)
+    return _settle(district_id, run, settings, plan, budget, log, seq=seq, halt=halt)
+
+
+def _checkpoint_read(
+    district_id: str,
+    run_id: str,
+    working_set: WorkingSet,
+    cursor: ReadCursor,
+    halt: dict[str, Any] | None,
+    *,
+    seq: int,
+) -> dict[str, Any]:
+    """Out of time before the plan: keep what was read, and read on in a new invocation."""
+    key = save_checkpoint(district_id, run_id, working_set, {"read": asdict(cursor), "halt": halt})
+    runs.checkpoint_apply(district_id, run_id, seq, key, writing=False)
+    send_apply_message(district_id, run_id, continue_seq=seq)
+    logger.info("apply reads on in a new invocation", seq=seq, stage=cursor.stage, rows=cursor.rows)
+    return Continued()
 
 
 class RunPlan(Protocol):
@@ -160,7 +236,6 @@ class RunPlan(Protocol):
     def warnings(self) -> Iterator[Issue]: ...
     def error_counts(self) -> dict[str, int]: ...
     def absent_ids(self) -> Iterator[tuple[str, Iterable[str]]]: ...
-    def without_deletions(self) -> RunPlan: ...
     def save_state(self) -> bool: ...
     def close(self) -> None: ...
 
@@ -173,17 +248,30 @@ def _settle(
     run: dict[str, Any],
     settings: Any,
     plan: RunPlan,
-    dry_run: bool,
     budget: ApplyBudget,
     log: dict[str, Any],
+    *,
+    seq: int,
+    halt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    run_id = run["runId"]
-    safeguard = _safeguard(plan, settings_doc(settings).get("maxDeletePercent", 10))
-    tripped = bool(safeguard["tripped"]) and not run.get("confirmDeletes") and not dry_run
-    if tripped:
+    """Weigh the plan's deletions, record its counts and issues, and write it (a dry run:
+    preview it). `halt`: this plan is the replan, without deletions, of a halted run."""
+    run_id, dry_run = run["runId"], bool(run.get("dryRun"))
+    if halt is not None:
+        safeguard, tripped, reused = halt["safeguard"], True, halt["reusedState"]
+    else:
+        safeguard = _safeguard(plan, settings_doc(settings).get("maxDeletePercent", 10))
+        tripped = bool(safeguard["tripped"]) and not run.get("confirmDeletes") and not dry_run
+        reused = plan.reused_state
+    if tripped and halt is None:
         # Deletes nothing: the records the fetch no longer had, and those sent
         # as tobedeleted, count as still there, so no roster shrinks either;
         # every other change is applied.
+        if isinstance(plan, BoundedRunPlan):
+            return _replan_without_deletions(
+                district_id, run, settings, plan, budget, log, safeguard, seq=seq
+            )
+        assert isinstance(plan, MemoryRunPlan)
         plan = plan.without_deletions()
 
     counts = plan.counts()
@@ -199,23 +287,45 @@ def _settle(
         return counts
 
     # What the apply read: the whole district, or a saved working set and the records that changed
-    read = (
-        {"savedState": True, "changedRecords": plan.reused_state}
-        if plan.reused_state is not None
-        else {"savedState": False}
-    )
+    read = {"savedState": True, "changedRecords": reused} if reused is not None else {"savedState": False}
     finish: dict[str, Any] = {"counts": counts, "applyRead": read, "tripped": tripped}
     if safeguard["tripped"]:
         finish["safeguard"] = safeguard | {"confirmed": not tripped}
     cursor = WriteCursor()
     try:
         done = plan.write_some(cursor, deletions=not tripped, spent=budget.spent)
+        if not done:
+            _checkpoint(district_id, run["runId"], plan.spool_working_set(), cursor, finish, seq=seq + 1)
+            return Continued(counts)
+        return _finish(district_id, run, plan, cursor.written, finish, log)
+    except PartlyAppliedError:
+        raise
     except Exception as error:
         raise PartlyAppliedError from error
-    if not done:
-        _checkpoint(district_id, run["runId"], plan.spool_working_set(), cursor, finish, seq=1)
-        return counts
-    return _finish(district_id, run, plan, cursor.written, finish, log)
+
+
+def _replan_without_deletions(
+    district_id: str,
+    run: dict[str, Any],
+    settings: Any,
+    plan: BoundedRunPlan,
+    budget: ApplyBudget,
+    log: dict[str, Any],
+    safeguard: dict[str, Any],
+    *,
+    seq: int,
+) -> dict[str, Any]:
+    """The safeguard halted the run: plan it again with this run's deletions undone (the
+    records the fetch no longer had stay, its tobedeleted records read as active), reading
+    the mirror into a second working set as a full run's first is read (it may continue)."""
+    first = plan.spool_working_set()
+    again = WorkingSet(first.options, first.today)
+    try:
+        halt = {"safeguard": safeguard, "reusedState": plan.reused_state}
+        cursor = ReadCursor(stage="mirror", revive=True)
+        return _read(district_id, run, settings, again, cursor, budget, log, seq=seq, halt=halt)
+    finally:
+        again.close()
 
 
 def _checkpoint(
@@ -229,15 +339,15 @@ def _checkpoint(
 ) -> None:
     """Out of time with writes left: keep them, and continue in a new invocation."""
     try:
-        key = save_checkpoint(district_id, run_id, working_set, cursor, finish)
-        runs.checkpoint_apply(district_id, run_id, seq, key)
+        key = save_checkpoint(district_id, run_id, working_set, write_state(cursor, finish, working_set))
+        runs.checkpoint_apply(district_id, run_id, seq, key, writing=True)
         send_apply_message(district_id, run_id, continue_seq=seq)
     except Exception as error:
         raise PartlyAppliedError from error
     logger.info("apply continues in a new invocation", seq=seq, items_written=cursor.written)
 
 
-def _continue_writes(
+def _continue(
     district_id: str,
     run: dict[str, Any],
     settings: Any,
@@ -246,31 +356,63 @@ def _continue_writes(
     budget: ApplyBudget,
     log: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write on from checkpoint `seq`: checkpoint again, or finish the run."""
+    """Go on from checkpoint `seq`: reading (then plan), or writing; checkpoint again, or
+    finish the run."""
     key = checkpoint_key(district_id, run["runId"])  # not read back: the run item may lag
+    writing = (run.get("applyContinue") or {}).get("writing", True)
     try:
-        working_set, cursor, finish = load_checkpoint(
-            key, (roster_options(settings), district_today(settings, now))
-        )
+        working_set, state = load_checkpoint(key, (roster_options(settings), district_today(settings, now)))
     except Exception as error:
-        raise PartlyAppliedError from error
-    try:
-        try:
-            done = write_spool(
-                district_id, working_set, cursor, deletions=not finish["tripped"], spent=budget.spent
-            )
-        except Exception as error:
+        if writing:
             raise PartlyAppliedError from error
-        if not done:
-            _checkpoint(district_id, run["runId"], working_set, cursor, finish, seq=seq + 1)
-            return dict(finish["counts"])
-        counts = _finish(
-            district_id, run, ResumedPlan(district_id, run["runId"], working_set), cursor.written, finish, log
-        )
-        delete_checkpoint(key)
+        raise
+    try:
+        if "read" in state:
+            counts = _read(
+                district_id,
+                run,
+                settings,
+                working_set,
+                ReadCursor(**state["read"]),
+                budget,
+                log,
+                seq=seq,
+                halt=state.get("halt"),
+            )
+        else:
+            counts = _continue_writes(district_id, run, working_set, state, seq, budget, log)
+        if not isinstance(counts, Continued):
+            delete_checkpoint(key)  # the run is finished
         return counts
     finally:
         working_set.close()
+
+
+def _continue_writes(
+    district_id: str,
+    run: dict[str, Any],
+    working_set: WorkingSet,
+    state: dict[str, Any],
+    seq: int,
+    budget: ApplyBudget,
+    log: dict[str, Any],
+) -> dict[str, Any]:
+    """Write on from a write checkpoint: checkpoint again, or finish the run."""
+    cursor, finish = WriteCursor(**state["cursor"]), state["finish"]
+    try:
+        done = write_spool(
+            district_id, working_set, cursor, deletions=not finish["tripped"], spent=budget.spent
+        )
+        if not done:
+            _checkpoint(district_id, run["runId"], working_set, cursor, finish, seq=seq + 1)
+            return Continued(finish["counts"])
+        return _finish(
+            district_id, run, ResumedPlan(district_id, run["runId"], working_set), cursor.written, finish, log
+        )
+    except PartlyAppliedError:
+        raise
+    except Exception as error:
+        raise PartlyAppliedError from error
 
 
 class ResumedPlan:
@@ -364,10 +506,11 @@ def _safeguard(plan: RunPlan | ChangePlan, max_percent: float) -> dict[str, Any]
     }
 
 
-def _scan_run_pages(district_id: str, run_id: str, seen: SeenIds) -> None:
-    """Note the sourcedIds each of this run's pages holds (and so those sent more than once)."""
-    for ref in iter_run_pages(district_id, run_id):
-        seen.add_page(ref.entity, _page_ids(ref))
+def _settle_repeated(district_id: str, run: dict[str, Any], seen: SeenIds) -> None:
+    repeated = seen.repeated()
+    if repeated:
+        dry_run_id = run["runId"] if run.get("dryRun") else None
+        _settle_repeated_records(district_id, run["runId"], repeated, dry_run_id=dry_run_id)
 
 
 def _settle_repeated_records(
@@ -417,8 +560,3 @@ def _settles(best: str, stored: str | None, run_id: str) -> bool:
     if stored_run == run_id:
         return True  # another copy of this run was written last: the best copy replaces it
     return dlm >= stored_dlm  # a copy from an earlier run: this run's best wins unless older
-
-
-def _page_ids(ref: PageRef) -> set[str]:
-    records = get_json(ref.key).get("records") or []
-    return {str(r["sourcedId"]).strip() for r in records if isinstance(r, dict) and r.get("sourcedId")}

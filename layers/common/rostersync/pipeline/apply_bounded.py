@@ -13,17 +13,17 @@ read back from the file too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date
-from itertools import groupby
-from typing import Any
+from itertools import groupby, islice
 
 from rostersync.pipeline import apply_state
 from rostersync.pipeline.apply_continue import WriteCursor, write_spool
 from rostersync.pipeline.bounded_changes import (
     BoundedResult,
     SpooledKindPlan,
-    plan_bounded,
+    plan_kind_bounded,
     plan_saved_kind,
 )
 from rostersync.pipeline.changes import KINDS
@@ -128,21 +128,6 @@ class BoundedRunPlan:
         """After writes that all succeeded: keep the working set for the next incremental run."""
         return apply_state.save(self.district_id, self.run_id, self.result.working_set)
 
-    def without_deletions(self) -> BoundedRunPlan:
-        """The plan again with this run's deletions undone (the safeguard halted it): records
-        the fetch no longer had stay, and this run's tobedeleted records read as active."""
-        first = self.seen.working_set
-        again = WorkingSet(first.options, first.today)
-        self._opened.append(again)
-        rows = _mirror_rows(
-            self.district_id, self.run_id, self.seen, dry_run=self.dry_run, complete=(), revive=True
-        )
-        result = _plan(self.district_id, again, rows)
-        replan = BoundedRunPlan(self.district_id, self.run_id, self.seen, result, dry_run=self.dry_run)
-        replan._opened = self._opened
-        replan.reused_state = self.reused_state  # what the plan that tripped the safeguard read
-        return replan
-
     def close(self) -> None:
         for working_set in self._opened:
             working_set.close()
@@ -163,34 +148,15 @@ def start_working_set(options: RosterOptions, today: date) -> tuple[WorkingSet, 
     return working_set, SeenIds(working_set)
 
 
-def plan_run_bounded(
-    district_id: str, run_id: str, seen: SeenIds, *, dry_run: bool, complete: Iterable[str]
-) -> BoundedRunPlan:
-    """Stream the mirror (with the run's overlay and absences) into the working set holding
-    `seen`, and plan; an incremental run builds on the working set the last run saved, when
-    it may."""
+def plan_on_saved(district_id: str, run_id: str, seen: SeenIds) -> BoundedRunPlan | None:
+    """An incremental run built on the working set the last run saved, when it may (None:
+    it may not): the records this run's pages named, as the mirror now holds them, laid over
+    it, computed (in scope), and planned against the product items as the saving run left
+    them. Reads in proportion to the change, so it needs no continuing (`apply_read`)."""
     working_set = seen.working_set
-    if not dry_run and not complete:
-        saved = apply_state.open_saved(district_id, run_id, working_set.options, working_set.today)
-        if saved is not None:
-            return _plan_on_saved(district_id, run_id, seen, saved)
-    if dry_run:
-        _load_overlay(district_id, run_id, working_set)
-    rows = _mirror_rows(district_id, run_id, seen, dry_run=dry_run, complete=frozenset(complete))
-    result = _plan(district_id, working_set, rows)
-    return BoundedRunPlan(district_id, run_id, seen, result, dry_run=dry_run)
-
-
-def _plan(district_id: str, working_set: WorkingSet, rows: Mapping[str, Any]) -> BoundedResult:
-    """Load the filtered mirror, compute, and plan each kind against its stored items (by id)."""
-    return plan_bounded(
-        lambda entity: rows[entity](), lambda kind: roster.iter_product(district_id, kind), working_set
-    )
-
-
-def _plan_on_saved(district_id: str, run_id: str, seen: SeenIds, saved: WorkingSet) -> BoundedRunPlan:
-    """Lay the records this run's pages named (as the mirror now holds them) over the saved
-    working set, compute, and plan against the product items as the saving run left them."""
+    saved = apply_state.open_saved(district_id, run_id, working_set.options, working_set.today)
+    if saved is None:
+        return None
     changed = sum(
         saved.change(entity, roster.get_mirror(district_id, entity, seen.iter_ids(entity)))
         for entity in ENTITIES
@@ -203,77 +169,101 @@ def _plan_on_saved(district_id: str, run_id: str, seen: SeenIds, saved: WorkingS
     return plan
 
 
-def _load_overlay(district_id: str, run_id: str, working_set: WorkingSet) -> None:
+def plan_read(district_id: str, run_id: str, seen: SeenIds, *, dry_run: bool) -> BoundedRunPlan:
+    """Compute the working set that `apply_read` filled (the rows the rules see, and the
+    product as stored, in table `stored`) and plan every kind against it: SQLite only."""
+    working_set = seen.working_set
+    working_set.compute()
+    kinds = {kind: plan_kind_bounded(kind, working_set, working_set.iter_stored(kind)) for kind in KINDS}
+    return BoundedRunPlan(district_id, run_id, seen, BoundedResult(working_set, kinds), dry_run=dry_run)
+
+
+def load_overlay(
+    district_id: str, run_id: str, working_set: WorkingSet, entity: str, after: str
+) -> Iterator[str]:
+    """Note a dry run's own records of `entity` (after sourcedId `after`) in table `overlay`,
+    a batch at a time; yields the last sourcedId of each batch noted."""
     db = working_set.db
-    for entity in ENTITIES:
+    rows = roster.iter_mirror(district_id, entity, dry_run_id=run_id, after=after)
+    while batch := list(islice(rows, 1000)):
         db.execute("BEGIN")
         db.executemany(
             "INSERT OR REPLACE INTO overlay(entity, sid, doc, version) VALUES (?, ?, ?, ?)",
-            (
-                (entity, sid, doc, version)
-                for sid, doc, version in roster.iter_mirror(district_id, entity, dry_run_id=run_id)
-            ),
+            ((entity, sid, doc, version) for sid, doc, version in batch),
         )
         db.execute("COMMIT")
+        yield batch[-1][0]
 
 
-def _mirror_rows(
+@dataclass
+class MirrorPosition:
+    """Where a read of one entity's rows stands: `part` 0 is the mirror (a dry run's records
+    laid over it), 1 a dry run's records the mirror lacks; `after`, the last sourcedId read."""
+
+    part: int = 0
+    after: str = ""
+
+
+def mirror_rows(
     district_id: str,
     run_id: str,
     seen: SeenIds,
+    entity: str,
+    position: MirrorPosition,
     *,
     dry_run: bool,
-    complete: frozenset[str] | tuple[()],
+    complete: frozenset[str],
     revive: bool = False,
-) -> dict[str, Any]:
-    """Per entity, a callable giving the rows the rules see: the mirror, a dry run's records
-    over it, without what a complete read no longer had (noted in `absent`), and with this
-    run's deletions read as active when `revive`."""
+) -> Generator[MirrorRow, None, None]:
+    """The entity's rows the rules see, from `position` on (moved as it goes): the mirror, a
+    dry run's records over it, without what a complete read no longer had (noted in
+    `absent`), and with this run's deletions read as active when `revive`. Closing it part
+    way keeps the absences it found."""
     db = seen.db
+    checks_absence = entity in complete
+    absent: list[tuple[str, str]] = []
 
-    def rows(entity: str) -> Iterator[MirrorRow]:
-        checks_absence = entity in complete
-        absent: list[tuple[str, str]] = []
-        for row in _overlaid(entity):
-            sid = row[0]
-            if checks_absence and not seen.has(entity, sid):
-                absent.append((entity, sid))
-                if len(absent) >= 5000:
-                    _note_absent(absent)
-                continue
-            yield _revived_row(entity, row, run_id) if revive else row
-        _note_absent(absent)
-
-    def _overlaid(entity: str) -> Iterator[MirrorRow]:
-        if not dry_run:
-            yield from roster.iter_mirror(district_id, entity)
-            return
-        for sid, doc, version in roster.iter_mirror(district_id, entity):
-            laid = db.execute(
-                "SELECT doc, version FROM overlay WHERE entity = ? AND sid = ?", (entity, sid)
-            ).fetchone()
-            if laid is not None:
-                db.execute("UPDATE overlay SET used = 1 WHERE entity = ? AND sid = ?", (entity, sid))
-                if needs_write(laid[1], version):
-                    yield sid, laid[0], laid[1]
-                    continue
-            yield sid, doc, version
-        # The records this dry run adds, a batch at a time (a first sync's are the district)
-        after = ""
-        while batch := db.execute(
-            "SELECT sid, doc, version FROM overlay WHERE entity = ? AND used = 0 AND sid > ?"
-            " ORDER BY sid LIMIT 1000",
-            (entity, after),
-        ).fetchall():
-            yield from batch
-            after = batch[-1][0]
-
-    def _note_absent(absent: list[tuple[str, str]]) -> None:
+    def note_absent() -> None:
         if absent:
             db.executemany("INSERT OR IGNORE INTO absent VALUES (?, ?)", absent)
             absent.clear()
 
-    return {entity: (lambda entity=entity: rows(entity)) for entity in ENTITIES}
+    def overlaid() -> Iterator[MirrorRow]:
+        if position.part == 0:
+            for sid, doc, version in roster.iter_mirror(district_id, entity, after=position.after):
+                position.after = sid
+                if dry_run:
+                    laid = db.execute(
+                        "SELECT doc, version FROM overlay WHERE entity = ? AND sid = ?", (entity, sid)
+                    ).fetchone()
+                    if laid is not None:
+                        db.execute("UPDATE overlay SET used = 1 WHERE entity = ? AND sid = ?", (entity, sid))
+                        if needs_write(laid[1], version):
+                            doc, version = laid
+                yield sid, doc, version
+            if not dry_run:
+                return
+            position.part, position.after = 1, ""
+        # The records this dry run adds, a batch at a time (a first sync's are the district)
+        while batch := db.execute(
+            "SELECT sid, doc, version FROM overlay WHERE entity = ? AND used = 0 AND sid > ?"
+            " ORDER BY sid LIMIT 1000",
+            (entity, position.after),
+        ).fetchall():
+            for row in batch:
+                position.after = row[0]
+                yield row
+
+    try:
+        for row in overlaid():
+            if checks_absence and not seen.has(entity, row[0]):
+                absent.append((entity, row[0]))
+                if len(absent) >= 5000:
+                    note_absent()
+                continue
+            yield _revived_row(entity, row, run_id) if revive else row
+    finally:
+        note_absent()
 
 
 def _revived_row(entity: str, row: MirrorRow, run_id: str) -> MirrorRow:

@@ -15,7 +15,9 @@ either checkpoints again or finishes the run as an uninterrupted apply does.
 
 Every invocation writes at least one chunk, so an apply always advances. Writes
 are puts and deletes by key, so a chunk written twice (an invocation that died
-after writing it and before its checkpoint) leaves the same product.
+after writing it and before its checkpoint) leaves the same product. The reading
+before the plan continues the same way, through the same checkpoint
+(pipeline/apply_read.py).
 """
 
 from __future__ import annotations
@@ -65,9 +67,21 @@ class ApplyBudget:
         if config.apply_time_budget_s is not None:
             seconds = min(seconds, config.apply_time_budget_s)
         self.deadline = time.monotonic() + seconds
+        self.advanced = False  # a step was taken in this invocation
 
     def spent(self) -> bool:
         return time.monotonic() >= self.deadline
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def go_on(self) -> bool:
+        """May the invocation take another step? Its first, always (every invocation
+        advances); then while the budget lasts."""
+        if self.advanced and self.spent():
+            return False
+        self.advanced = True
+        return True
 
 
 def _actions(kind: str, deletions: bool) -> tuple[str, ...]:
@@ -118,13 +132,16 @@ def checkpoint_key(district_id: str, run_id: str) -> str:
     return f"state/{district_id}/apply-{run_id}.sqlite"
 
 
-def save_checkpoint(
-    district_id: str, run_id: str, working_set: WorkingSet, cursor: WriteCursor, finish: dict[str, Any]
-) -> str:
-    """Keep the working set, the cursor and `finish` (what ending the run needs) in S3."""
+def write_state(cursor: WriteCursor, finish: dict[str, Any], working_set: WorkingSet) -> dict[str, Any]:
+    """A write checkpoint's state: the cursor, and `finish` (what ending the run needs)."""
+    return {"cursor": asdict(cursor), "finish": finish, "scoped": working_set.scoped}
+
+
+def save_checkpoint(district_id: str, run_id: str, working_set: WorkingSet, state: dict[str, Any]) -> str:
+    """Keep the working set and `state` (where the apply stands: `write_state`, or a read's
+    cursor, pipeline/apply_read.py) in S3."""
     db = working_set.db
     db.execute("CREATE TABLE IF NOT EXISTS resume(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID")
-    state = {"cursor": asdict(cursor), "finish": finish, "scoped": working_set.scoped}
     db.execute("INSERT OR REPLACE INTO resume VALUES ('state', ?)", (json.dumps(state, default=str),))
     key = checkpoint_key(district_id, run_id)
     aws.client("s3").upload_file(working_set.path, get_config().staging_bucket_name, key)
@@ -139,10 +156,8 @@ def delete_checkpoint(key: str) -> None:
         logger.warning("apply checkpoint not deleted", reason=type(error).__name__)
 
 
-def load_checkpoint(
-    key: str, working_set_args: tuple[Any, Any]
-) -> tuple[WorkingSet, WriteCursor, dict[str, Any]]:
-    """The working set a checkpoint kept, its cursor and what finishing the run needs."""
+def load_checkpoint(key: str, working_set_args: tuple[Any, Any]) -> tuple[WorkingSet, dict[str, Any]]:
+    """The working set a checkpoint kept, and its state (see `save_checkpoint`)."""
     handle, path = tempfile.mkstemp(prefix=f"{LEFTOVER_PREFIX}{os.getpid()}-", suffix=".sqlite")
     os.close(handle)
     try:
@@ -157,5 +172,5 @@ def load_checkpoint(
     except Exception:
         working_set.close()
         raise
-    working_set.scoped = bool(state["scoped"])
-    return working_set, WriteCursor(**state["cursor"]), state["finish"]
+    working_set.scoped = bool(state.get("scoped"))
+    return working_set, state

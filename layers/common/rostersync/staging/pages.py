@@ -27,10 +27,13 @@ def get_json(key: str) -> Any:
     return orjson.loads(answer["Body"].read())
 
 
-def iter_run_pages(district_id: str, run_id: str) -> Iterator[PageRef]:
+def iter_run_pages(district_id: str, run_id: str, *, start_after: str = "") -> Iterator[PageRef]:
+    """The run's staged pages in key order (after the page key `start_after`: a read that
+    continues)."""
     paginator = aws.client("s3").get_paginator("list_objects_v2")
+    extra = {"StartAfter": start_after} if start_after else {}
     for page in paginator.paginate(
-        Bucket=get_config().staging_bucket_name, Prefix=run_prefix(district_id, run_id)
+        Bucket=get_config().staging_bucket_name, Prefix=run_prefix(district_id, run_id), **extra
     ):
         for obj in page.get("Contents", []):
             ref = parse_page_key(obj["Key"])

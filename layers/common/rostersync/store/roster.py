@@ -93,14 +93,17 @@ def delete_mirror(district_id: str, entity: str, sourced_ids: Iterable[str]) -> 
 
 
 def iter_mirror(
-    district_id: str, entity: str, *, dry_run_id: str | None = None
+    district_id: str, entity: str, *, dry_run_id: str | None = None, after: str = ""
 ) -> Iterator[tuple[str, str, str]]:
-    """(sourcedId, normalized JSON, version) of every mirrored record of the entity."""
+    """(sourcedId, normalized JSON, version) of every mirrored record of the entity, in
+    sourcedId order (after `after`: a read that continues)."""
+    pk = _mirror_pk(district_id, entity, dry_run_id)
     for item in query_all(
         KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": _mirror_pk(district_id, entity, dry_run_id)},
+        ExpressionAttributeValues={":pk": pk},
         ProjectionExpression="sk, #d, v",
         ExpressionAttributeNames={"#d": "doc"},
+        **_start_after(pk, after),
     ):
         yield item["sk"], item["doc"], item.get("v", "")
 
@@ -112,12 +115,17 @@ def _strip(item: dict[str, Any]) -> dict[str, Any]:
     return plain({k: v for k, v in item.items() if k not in _KEY_ATTRS})
 
 
-def iter_product(district_id: str, kind: str) -> Iterator[dict[str, Any]]:
+def iter_product(district_id: str, kind: str, *, after: str = "") -> Iterator[dict[str, Any]]:
+    """The kind's product items in id order (after `after`: a read that continues)."""
+    pk = keys.product_pk(district_id, PRODUCT_KIND[kind])
     for item in query_all(
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": keys.product_pk(district_id, PRODUCT_KIND[kind])},
+        KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": pk}, **_start_after(pk, after)
     ):
         yield _strip(item)
+
+
+def _start_after(pk: str, sort_key: str) -> dict[str, Any]:
+    return {"ExclusiveStartKey": {"pk": pk, "sk": sort_key}} if sort_key else {}
 
 
 def write_product(district_id: str, kind: str, items: Iterable[dict[str, Any]]) -> int:

@@ -323,12 +323,13 @@ def begin_apply(district_id: str, run_id: str) -> bool:
     )
 
 
-def checkpoint_apply(district_id: str, run_id: str, seq: int, key: str) -> None:
-    """The apply's writes continue from checkpoint `seq` (kept at `key`), in a new invocation."""
+def checkpoint_apply(district_id: str, run_id: str, seq: int, key: str, *, writing: bool) -> None:
+    """The apply continues from checkpoint `seq` (kept at `key`) in a new invocation: its
+    reading (pipeline/apply_read.py), or its writes (`writing`)."""
     table().update_item(
         Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)},
         UpdateExpression="SET applyContinue = :checkpoint REMOVE applyStartedAt",
-        ExpressionAttributeValues={":checkpoint": {"seq": seq, "key": key}},
+        ExpressionAttributeValues={":checkpoint": {"seq": seq, "key": key, "writing": writing}},
     )
 
 
