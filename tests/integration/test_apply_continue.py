@@ -115,21 +115,29 @@ def test_an_apply_checkpoints_its_writes_continues_and_ends_like_an_uninterrupte
     get_config.cache_clear()
     ignored = _apply_until_done(DISTRICT, run_id, bodies, ctx)
 
-    # Then it took one invocation per step: per staged page, per chunk of each entity's mirror
-    # records (a short chunk ends it) and of each kind's stored items (none: a first sync),
-    # and per chunk of each kind's creates (the first with the plan); every duplicate ignored
+    # Then it took one invocation per step: per staged page and one after them, per chunk of
+    # each entity's mirror records (a short chunk ends it) and of each kind's stored items
+    # (none: a first sync), the plan with the first chunk of the run's issues, a chunk of
+    # issues each, and per chunk of each kind's creates; every duplicate ignored
     run = runs.get_run(DISTRICT, run_id)
     pages = len(list(iter_run_pages(DISTRICT, run_id)))
     mirror = sum(len(list(roster.iter_mirror(DISTRICT, entity))) // CHUNK + 1 for entity in ENTITIES)
     chunks = sum(math.ceil(run["counts"][kind]["created"] / CHUNK) for kind in KINDS)
-    invocations = pages + mirror + len(KINDS) + chunks
-    assert run["applyInvocations"] == invocations and pages > 3 and chunks > 5
+    issues = sum(sum(runs.issue_counts(DISTRICT, run_id, kind).values()) for kind in ("ERR", "WARN"))
+    steps = pages + 1 + mirror + len(KINDS) + chunks
+    assert steps <= run["applyInvocations"] <= steps + math.ceil(issues / CHUNK)
+    assert pages > 3 and chunks > 5
+    invocations = run["applyInvocations"]
     assert ignored == 2 * (invocations - 1) - 1  # the first apply message, once per continue but the last
     assert run["applyContinue"]["seq"] == invocations - 1
     # And it ended as the uninterrupted apply did: the same product, counts and writes
     assert {f: run.get(f) for f in FIELDS} == {f: reference.get(f) for f in FIELDS}
     assert run["productWrites"] == sum(run["counts"][kind]["created"] for kind in KINDS)
     assert product_of(DISTRICT) == product_of(REFERENCE)
+    # and recorded the same errors and warnings, a chunk at a time
+    assert issues > 0
+    for kind in ("ERR", "WARN"):
+        assert _issues(DISTRICT, run_id, kind) == _issues(REFERENCE, reference_run, kind)
 
     # And the next incremental run builds on the working set the continued apply saved
     again, bodies = _fetch_and_transform(DISTRICT, "incremental", ctx)
@@ -137,7 +145,8 @@ def test_an_apply_checkpoints_its_writes_continues_and_ends_like_an_uninterrupte
     second = runs.get_run(DISTRICT, again)
     assert second["status"] == "succeeded" and second["applyRead"]["savedState"] is True
     assert second["productWrites"] == 0
-    assert second["applyInvocations"] == len(list(iter_run_pages(DISTRICT, again)))  # a step per page
+    # a step per page, then the plan on the saved working set, which starts an invocation
+    assert second["applyInvocations"] == len(list(iter_run_pages(DISTRICT, again))) + 1
     assert product_of(DISTRICT) == product_of(REFERENCE)
     _no_checkpoint_left(aws_clients, clean_stack)
 
@@ -155,6 +164,11 @@ def _both(
     get_config.cache_clear()
     _apply_until_done(DISTRICT, run_id, bodies, ctx)
     return runs.get_run(REFERENCE, reference_run), runs.get_run(DISTRICT, run_id)
+
+
+def _issues(district_id: str, run_id: str, kind: str) -> list[dict[str, str]]:
+    listed, _ = runs.page_issues(district_id, run_id, kind, limit=10_000, cursor=None)  # type: ignore[arg-type]
+    return listed
 
 
 def _no_checkpoint_left(aws_clients: Any, outputs: dict[str, str]) -> None:
@@ -185,18 +199,20 @@ def test_continued_updates_deletions_and_halts_end_like_uninterrupted_ones(
     assert {f: run.get(f) for f in FIELDS} == {f: reference.get(f) for f in FIELDS}
     assert product_of(DISTRICT) == product_of(REFERENCE)
 
-    # And a full run missing a student deactivates it and drops it from the mirror
-    sis.district.remove("users", students[8])
+    # And a full run missing four students deactivates them and drops them from the mirror,
+    # three records per chunk after the product's writes
+    for sid in students[8:12]:
+        sis.district.remove("users", sid)
     reference, run = _both("full", ctx, monkeypatch)
-    assert run["status"] == "succeeded" and run["counts"]["users"]["deleted"] == 1
+    assert run["status"] == "succeeded" and run["counts"]["users"]["deleted"] == 4
     assert {f: run.get(f) for f in FIELDS} == {f: reference.get(f) for f in FIELDS}
     assert product_of(DISTRICT) == product_of(REFERENCE)
     mirror = [sid for sid, _, _ in roster.iter_mirror(DISTRICT, "users")]
-    assert students[8] not in mirror
+    assert not set(students[8:12]) & set(mirror)
     assert mirror == [sid for sid, _, _ in roster.iter_mirror(REFERENCE, "users")]
 
     # And a full run missing a third of the students halts: other changes in, nothing deleted
-    for sid in students[9 : 9 + len(students) // 3]:
+    for sid in students[12 : 12 + len(students) // 3]:
         sis.district.remove("users", sid)
     sis.district.touch("users", students[0], familyName="Again")
     reference, run = _both("full", ctx, monkeypatch)

@@ -68,6 +68,10 @@ def test_bench_on_a_tiny_district_writes_every_key(tmp_path: Path) -> None:
     # the incremental run built on the working set the re-sync saved, and read far less than
     # the same run reading the district whole
     assert tiny["delta"]["apply_read"]["savedState"] is True
+    # and a full run whose apply continued across invocations left nothing for the next to write
+    continued = results["continued_apply"]["T"]
+    assert continued["status"] == "succeeded" and continued["apply_invocations"] > 1
+    assert continued["item_writes"] > 0 and continued["then_uninterrupted_item_writes"] == 0
     assert tiny["delta_whole_read"]["apply_read"] == {"savedState": False}
     assert 0 < results["delta_item_reads"] < results["delta_whole_read_item_reads"]
     for function in ("fetch_roster", "transform_page", "apply_run"):

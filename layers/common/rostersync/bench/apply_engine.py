@@ -210,7 +210,7 @@ def run_delta(users: int, per_user: int) -> dict[str, Any]:
     return figures
 
 
-def run_staged(users: int, per_user: int) -> dict[str, Any]:
+def run_staged(users: int, per_user: int, *, resync_too: bool = False) -> dict[str, Any]:
     """The bounded engine as `pipeline/apply_read.py` runs it: the reads (mirror rows loaded,
     stored items kept in `stored`) timed apart from the plan step (compute and plan, SQLite
     only), whose time per row read is what decides if it starts in an invocation."""
@@ -237,6 +237,7 @@ def run_staged(users: int, per_user: int) -> dict[str, Any]:
         plan_s = time.perf_counter() - started
         counts = plan.counts()
         db_bytes = os.path.getsize(ws.path)
+        resync = _staged_resync(district, options, ws) if resync_too else {}
     return {
         "engine": "staged",
         "users": district.students + district.teachers,
@@ -249,14 +250,45 @@ def run_staged(users: int, per_user: int) -> dict[str, Any]:
         "planEstimateSeconds": round(rows * PLAN_S_PER_ROW, 1),
         "counts": counts,
         "sqliteBytes": db_bytes,
+        **resync,
     }
 
 
-def run(users: int, per_user: int, engine: str) -> dict[str, Any]:
+def _staged_resync(district: District, options: RosterOptions, first: Any) -> dict[str, Any]:
+    """The full re-sync after it: the same mirror, and every item the first plan left stored
+    (the largest plan step: XL's 8.1 M records against its 8.2 M items, all unchanged)."""
+    from rostersync.pipeline.apply_bounded import SeenIds, plan_read
+    from rostersync.roster.working_set import WorkingSet
+    from rostersync.sources.base import ENTITIES
+
+    with WorkingSet(options, TODAY) as ws:
+        started, rows = time.perf_counter(), 0
+        for entity in ENTITIES:
+            rows += ws.load(entity, district.mirror(entity))
+        ws.db.execute("ATTACH DATABASE ? AS first", (first.path,))
+        ws.db.execute("INSERT INTO stored SELECT * FROM first.next_stored")
+        ws.db.execute("DETACH DATABASE first")
+        (stored,) = ws.db.execute("SELECT COUNT(*) FROM stored").fetchone()
+        rows += stored
+        read_s = time.perf_counter() - started
+        started = time.perf_counter()
+        plan = plan_read("d", "r2", SeenIds(ws), dry_run=False)
+        plan_s = time.perf_counter() - started
+        unchanged = sum(kind["unchanged"] for kind in plan.counts().values())
+    return {
+        "resyncRowsRead": rows,
+        "resyncReadSeconds": round(read_s, 1),
+        "resyncPlanSeconds": round(plan_s, 1),
+        "resyncPlanSecondsPerRow": round(plan_s / rows, 9),
+        "resyncUnchanged": unchanged,
+    }
+
+
+def run(users: int, per_user: int, engine: str, *, resync: bool = False) -> dict[str, Any]:
     if engine == "delta":
         return run_delta(users, per_user)
     if engine == "staged":
-        return run_staged(users, per_user)
+        return run_staged(users, per_user, resync_too=resync)
     district = District(users, per_user)
     options = RosterOptions(username_source=True, class_name_fields=("period", "term"))
     started = time.perf_counter()
@@ -318,10 +350,11 @@ def main() -> None:
         "--engine", choices=["bounded", "memory", "feed", "delta", "staged"], default="bounded"
     )
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--resync", action="store_true", help="staged: also a full re-sync's plan step")
     args = parser.parse_args()
     if args.tracemalloc:
         tracemalloc.start()
-    figures = run(args.users, args.per_user, args.engine)
+    figures = run(args.users, args.per_user, args.engine, resync=args.resync)
     if args.tracemalloc:
         figures["tracemallocPeakMB"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
     # VmHWM (bench/worker.py): ru_maxrss would carry over the bench process's own peak

@@ -50,6 +50,8 @@ DELTA_FRACTION = 0.01
 FETCH_LATENCY_S = 0.1
 LAMBDA_LIMIT_S = 900
 RSS_TARGET_MB = 512
+# Sizes up to this many records also run a full run whose apply continues (M would add ~30 min)
+CONTINUED_UP_TO = 100_000
 
 
 @dataclass
@@ -263,10 +265,12 @@ def _run(
                 f"pages {run.get('pagesDone', 0)}/{run.get('pagesTotal', '?')}"
             )
         time.sleep(0.25)
-    # The apply worker reports its invocation just after the run record turns final.
+    # The apply worker reports its invocation just after the run record turns final (each of
+    # them, when the apply continued across invocations).
     apply_worker = next(w for w in workers if w.function == "apply_run")
+    wanted = int(run.get("applyInvocations") or 1)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not any(r["start"] >= sent for r in apply_worker.reports):
+    while time.monotonic() < deadline and sum(r["start"] >= sent for r in apply_worker.reports) < wanted:
         time.sleep(0.1)
     reports = [r for w in workers for r in w.reports if r["start"] >= sent]
     functions = _function_figures(reports)
@@ -366,6 +370,64 @@ def delta_run(
         f"apply {delta['functions']['apply_run']['max_s']:.1f} s)"
     )
     return delta
+
+
+def continued_run(
+    emulator: Emulator,
+    workers: list[Worker],
+    district: Any,
+    district_id: str,
+    options: BenchOptions,
+    say: Say,
+    apply_s: float,
+) -> dict[str, Any]:
+    """A full run after a 1 % change whose apply may spend a fifth of the uninterrupted full
+    sync's apply time per invocation (`APPLY_TIME_BUDGET_S`, in a restarted apply worker): its
+    reading and writes continue across invocations. Then an uninterrupted full run must find
+    nothing left to write: the continued run left the product it would have."""
+    from rostersync.config import get_config
+
+    size = district_id.removeprefix("bench-").upper()
+    # A fifth of the uninterrupted apply; a tiny district's (the smoke test's) gets no time at
+    # all, a step per invocation, so that it continues whatever the machine's speed
+    budget = round(apply_s / 5, 2) if apply_s >= 5 else 0.0
+    changes = change_one_percent(district, seed=7)
+    index = next(i for i, w in enumerate(workers) if w.function == "apply_run")
+
+    def restart(extra: dict[str, str]) -> None:
+        workers[index].stop()
+        env = {**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING", **extra}
+        workers[index] = Worker("apply_run", get_config().apply_queue_url, batch=1, partial=False, env=env)
+        if not workers[index].ready.wait(120):
+            raise RuntimeError("worker apply_run did not start")
+
+    say(f"[{size}] {changes:,} records changed; full run, its apply at most {budget} s per invocation...")
+    restart({"APPLY_TIME_BUDGET_S": str(budget)})
+    try:
+        run = _run(emulator, workers, district_id, "full", say, options.run_timeout_s)
+    finally:
+        restart({})
+    check = _run(emulator, workers, district_id, "full", say, options.run_timeout_s)
+    apply = run["functions"]["apply_run"]
+    figures = {
+        "budget_s": budget,
+        "uninterrupted_apply_s": apply_s,
+        "changes": changes,
+        "status": run["status"],
+        "seconds": run["seconds"],
+        "item_writes": run["item_writes"],
+        "apply_invocations": apply["invocations"],
+        "apply_max_s": apply["max_s"],
+        "apply_total_s": apply["total_s"],
+        "apply_peak_rss_mb": apply["peak_rss_mb"],
+        "then_uninterrupted_item_writes": check["item_writes"],
+    }
+    say(
+        f"[{size}] continued full run {run['status']}: {apply['invocations']} apply invocations, longest "
+        f"{apply['max_s']:.1f} s (uninterrupted {apply_s:.1f} s), {run['item_writes']:,} item writes; "
+        f"the uninterrupted full run after it: {check['item_writes']} item writes"
+    )
+    return figures
 
 
 # -- floors ------------------------------------------------------------------------
@@ -634,6 +696,18 @@ def bench_size(
             )
             checkpoint(result)
 
+        if result["records"] <= CONTINUED_UP_TO:
+            result["continued"] = continued_run(
+                emulator,
+                workers,
+                district,
+                district_id,
+                options,
+                say,
+                full["functions"]["apply_run"]["max_s"],
+            )
+            checkpoint(result)
+
         result["emulator_rss_after_mb"] = round(emulator.stats()["rss_mb"], 1)
         return result
     finally:
@@ -740,10 +814,21 @@ def bench_xl(options: BenchOptions, measured: dict[str, Any] | None, say: Say) -
 
 def apply_engine_figures(engine: str, users: int, say: Say) -> dict[str, Any]:
     """One engine on a synthetic district of `users` (7 enrollments each), in a fresh process
-    so its peak RSS is its own (`rostersync.bench.apply_engine`)."""
+    so its peak RSS is its own (`rostersync.bench.apply_engine`); the staged one with a full
+    re-sync after its first sync."""
     say(f"[engine] {engine} apply engine, {users:,} users, no DynamoDB...")
+    resync = ["--resync"] if engine == "staged" else []
     done = subprocess.run(
-        [sys.executable, "-m", "rostersync.bench.apply_engine", "--users", str(users), "--engine", engine],
+        [
+            sys.executable,
+            "-m",
+            "rostersync.bench.apply_engine",
+            "--users",
+            str(users),
+            "--engine",
+            engine,
+            *resync,
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -759,7 +844,8 @@ def apply_engine_figures(engine: str, users: int, say: Say) -> dict[str, Any]:
         say(
             f"[engine] staged: {figures['enrollments']:,} enrollments, {figures['rowsRead']:,} rows read in "
             f"{figures['readSeconds']} s, then the plan step alone {figures['planSeconds']} s "
-            f"({figures['planSecondsPerRow'] * 1e6:.1f} µs per row; estimate {figures['planEstimateSeconds']} s), "
+            f"({figures['planSecondsPerRow'] * 1e6:.1f} µs per row; estimate {figures['planEstimateSeconds']} s); "
+            f"a full re-sync's plan step against {figures['resyncRowsRead']:,} rows {figures['resyncPlanSeconds']} s; "
             f"peak RSS {figures['peakRssMB']} MB"
         )
         return figures
@@ -838,6 +924,9 @@ def summarize(sizes: dict[str, dict[str, Any]], xl: dict[str, Any], options: Ben
         "delta_whole_read_item_reads": main.get("delta_whole_read", {}).get("item_reads"),
         "fetch_pages_per_s_concurrent": fetch.get("concurrent", {}).get("pages_per_s"),
         "fetch_pages_per_s_sequential": fetch.get("sequential", {}).get("pages_per_s"),
+        "continued_apply": {
+            size: sizes[size]["continued"] for size in measured if "continued" in sizes[size]
+        },
         "xl": xl,
     }
     results["ratios"] = {
@@ -959,6 +1048,13 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"{target['target']:<40}{value if value is not None else '-':>12}  {'yes' if target['met'] else 'NO'}"
         )
+    for size, c in results.get("continued_apply", {}).items():
+        lines.append(
+            f"{size} full run, apply at most {c['budget_s']} s per invocation: {c['status']}, "
+            f"{c['apply_invocations']} invocations, longest {c['apply_max_s']:.1f} s "
+            f"(uninterrupted {c['uninterrupted_apply_s']:.1f} s); then uninterrupted: "
+            f"{c['then_uninterrupted_item_writes']} item writes"
+        )
     xl = results["xl"]
     lines.append("")
     lines.append(
@@ -970,7 +1066,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"XL apply engine alone (bounded, no DynamoDB): {engine['users']:,} users / "
             f"{engine['enrollments']:,} enrollments in {engine['seconds']} s (reads {engine.get('read_s')} s, "
-            f"then the plan step, its longest step, {engine.get('plan_step_s')} s), "
+            f"then the plan step {engine.get('plan_step_s')} s; a full re-sync's, the longest step, "
+            f"{engine.get('resync_plan_step_s')} s), "
             f"peak RSS {engine['peak_rss_mb']} MB, working set {engine['sqlite_mb']} MB on disk"
         )
     side = results.get("apply_engines", {}).get("side_by_side", {})
@@ -1022,6 +1119,7 @@ def run_bench(options: BenchOptions, say: Say = print) -> dict[str, Any]:
             "seconds": xl_engine["seconds"],
             "read_s": xl_engine["readSeconds"],
             "plan_step_s": xl_engine["planSeconds"],
+            "resync_plan_step_s": xl_engine.get("resyncPlanSeconds"),
             "peak_rss_mb": xl_engine["peakRssMB"],
             "sqlite_mb": round(xl_engine["sqliteBytes"] / 2**20),
         }

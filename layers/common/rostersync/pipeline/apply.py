@@ -37,7 +37,13 @@ from rostersync.pipeline.apply_continue import (
     write_state,
 )
 from rostersync.pipeline.apply_memory import MemoryRunPlan, plan_run_in_memory
-from rostersync.pipeline.apply_read import ReadCursor, complete_entities, read_district, read_pages
+from rostersync.pipeline.apply_read import (
+    SAVED_PLAN_SHARE,
+    ReadCursor,
+    complete_entities,
+    read_district,
+    read_pages,
+)
 from rostersync.pipeline.changes import ChangePlan
 from rostersync.pipeline.options import district_today, roster_options, settings_doc
 from rostersync.pipeline.queues import send_apply_message
@@ -187,6 +193,11 @@ def _read(
     if cursor.stage == "pages":
         if not read_pages(district_id, run_id, seen, cursor, budget.go_on):
             return _checkpoint_read(district_id, run_id, working_set, cursor, halt, seq=seq + 1)
+        # Settling repeated records and an incremental run's plan on the saved working set
+        # (its download, compute and plan) are one step: they start with time for them
+        if budget.advanced and budget.left() < SAVED_PLAN_SHARE * budget.seconds:
+            return _checkpoint_read(district_id, run_id, working_set, cursor, halt, seq=seq + 1)
+        budget.advanced = True
         _settle_repeated(district_id, run, seen)
         if not dry_run and not complete_entities(run):
             saved = plan_on_saved(district_id, run_id, seen)
@@ -230,7 +241,9 @@ class RunPlan(Protocol):
     def counts(self) -> dict[str, dict[str, int]]: ...
     def samples(self) -> dict[str, dict[str, list[str]]]: ...
     def write(self, *, deletions: bool) -> int: ...
-    def write_some(self, cursor: WriteCursor, *, deletions: bool, spent: Callable[[], bool]) -> bool: ...
+    def write_some(
+        self, cursor: WriteCursor, *, run_id: str, products: bool, deletions: bool, spent: Callable[[], bool]
+    ) -> bool: ...
     def spool_working_set(self) -> WorkingSet: ...
     def errors(self) -> Iterator[Issue]: ...
     def warnings(self) -> Iterator[Issue]: ...
@@ -277,31 +290,42 @@ def _settle(
     counts = plan.counts()
     for entity, rejected in _rejections(district_id, run_id, plan.error_counts()).items():
         counts.setdefault(COUNT_ENTITY.get(entity, entity), {})["rejected"] = rejected
-    runs.add_issues(district_id, run_id, "ERR", plan.errors())
-    runs.add_issues(district_id, run_id, "WARN", plan.warnings())
 
+    finish: dict[str, Any] = {"counts": counts, "tripped": tripped}
     if dry_run:
-        preview = plan.samples()
-        runs.finish_run(district_id, run_id, "previewed", counts=counts, preview=preview, itemWrites=0)
-        logger.info("dry run previewed", **log)
-        return counts
-
-    # What the apply read: the whole district, or a saved working set and the records that changed
-    read = {"savedState": True, "changedRecords": reused} if reused is not None else {"savedState": False}
-    finish: dict[str, Any] = {"counts": counts, "applyRead": read, "tripped": tripped}
-    if safeguard["tripped"]:
-        finish["safeguard"] = safeguard | {"confirmed": not tripped}
+        finish["preview"] = plan.samples()
+    else:
+        # What the apply read: the whole district, or a saved working set and the records that changed
+        read = {"savedState": True, "changedRecords": reused} if reused is not None else {"savedState": False}
+        finish["applyRead"] = read
+        if safeguard["tripped"]:
+            finish["safeguard"] = safeguard | {"confirmed": not tripped}
+    # The run's errors and warnings, then (not for a dry run) the product's writes
     cursor = WriteCursor()
     try:
-        done = plan.write_some(cursor, deletions=not tripped, spent=budget.spent)
+        done = plan.write_some(
+            cursor, run_id=run_id, products=not dry_run, deletions=not tripped, spent=budget.spent
+        )
         if not done:
-            _checkpoint(district_id, run["runId"], plan.spool_working_set(), cursor, finish, seq=seq + 1)
+            _checkpoint(district_id, run_id, plan.spool_working_set(), cursor, finish, seq=seq + 1)
             return Continued(counts)
+        if dry_run:
+            return _preview(district_id, run_id, finish, log)
         return _finish(district_id, run, plan, cursor.written, finish, log)
     except PartlyAppliedError:
         raise
     except Exception as error:
+        if dry_run:
+            raise
         raise PartlyAppliedError from error
+
+
+def _preview(district_id: str, run_id: str, finish: dict[str, Any], log: dict[str, Any]) -> dict[str, Any]:
+    """A dry run's issues are recorded: it ends previewed, the product unchanged."""
+    counts = finish["counts"]
+    runs.finish_run(district_id, run_id, "previewed", counts=counts, preview=finish["preview"], itemWrites=0)
+    logger.info("dry run previewed", **log)
+    return dict(counts)
 
 
 def _replan_without_deletions(
@@ -398,20 +422,31 @@ def _continue_writes(
     log: dict[str, Any],
 ) -> dict[str, Any]:
     """Write on from a write checkpoint: checkpoint again, or finish the run."""
+    run_id, dry_run = run["runId"], bool(run.get("dryRun"))
     cursor, finish = WriteCursor(**state["cursor"]), state["finish"]
     try:
         done = write_spool(
-            district_id, working_set, cursor, deletions=not finish["tripped"], spent=budget.spent
+            district_id,
+            working_set,
+            cursor,
+            run_id=run_id,
+            products=not dry_run,
+            deletions=not finish["tripped"],
+            spent=budget.spent,
         )
         if not done:
-            _checkpoint(district_id, run["runId"], working_set, cursor, finish, seq=seq + 1)
+            _checkpoint(district_id, run_id, working_set, cursor, finish, seq=seq + 1)
             return Continued(finish["counts"])
+        if dry_run:
+            return _preview(district_id, run_id, finish, log)
         return _finish(
-            district_id, run, ResumedPlan(district_id, run["runId"], working_set), cursor.written, finish, log
+            district_id, run, ResumedPlan(district_id, run_id, working_set), cursor.written, finish, log
         )
     except PartlyAppliedError:
         raise
     except Exception as error:
+        if dry_run:
+            raise
         raise PartlyAppliedError from error
 
 
@@ -435,6 +470,7 @@ def _finish(
     """The writes are in: delete what the complete read no longer had, save, end the run."""
     run_id, tripped, counts = run["runId"], bool(finish["tripped"]), finish["counts"]
     if not tripped:
+        # The in-memory engine's (the bounded engine's left the mirror with its writes)
         for entity, ids in plan.absent_ids():
             roster.delete_mirror(district_id, entity, ids)
     source_writes = int(run.get("sourceWrites", 0))

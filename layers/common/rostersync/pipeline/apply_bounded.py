@@ -103,10 +103,18 @@ class BoundedRunPlan:
     def write(self, *, deletions: bool) -> int:
         return self.result.write(self.district_id, deletions=deletions)
 
-    def write_some(self, cursor: WriteCursor, *, deletions: bool, spent: Callable[[], bool]) -> bool:
+    def write_some(
+        self, cursor: WriteCursor, *, run_id: str, products: bool, deletions: bool, spent: Callable[[], bool]
+    ) -> bool:
         """Write from `cursor` until done (True) or `spent()` (False: checkpoint and continue)."""
         return write_spool(
-            self.district_id, self.result.working_set, cursor, deletions=deletions, spent=spent
+            self.district_id,
+            self.result.working_set,
+            cursor,
+            run_id=run_id,
+            products=products,
+            deletions=deletions,
+            spent=spent,
         )
 
     def spool_working_set(self) -> WorkingSet:
@@ -214,11 +222,12 @@ def mirror_rows(
     dry_run: bool,
     complete: frozenset[str],
     revive: bool = False,
-) -> Generator[MirrorRow, None, None]:
+) -> Generator[MirrorRow | None, None, None]:
     """The entity's rows the rules see, from `position` on (moved as it goes): the mirror, a
     dry run's records over it, without what a complete read no longer had (noted in
-    `absent`), and with this run's deletions read as active when `revive`. Closing it part
-    way keeps the absences it found."""
+    `absent`, and yielded as None, so that a reader's step counts them too: a rollover may
+    skip millions), and with this run's deletions read as active when `revive`. Closing it
+    part way keeps the absences it found."""
     db = seen.db
     checks_absence = entity in complete
     absent: list[tuple[str, str]] = []
@@ -260,6 +269,7 @@ def mirror_rows(
                 absent.append((entity, row[0]))
                 if len(absent) >= 5000:
                     note_absent()
+                yield None
                 continue
             yield _revived_row(entity, row, run_id) if revive else row
     finally:

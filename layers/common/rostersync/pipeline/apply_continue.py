@@ -3,7 +3,9 @@
 A first sync of the largest district writes millions of product items: more than
 one 15-minute invocation can. The planned writes are spooled in the working set's
 SQLite file (`bounded_changes`), in the order they are written: per kind, creates,
-updates, then removals (a user's is its inactive form, another kind's a delete).
+updates, then removals (a user's is its inactive form, another kind's a delete);
+last, a full run deletes from the mirror the records its complete read no longer
+had (table `absent`).
 `write_spool` writes them a chunk at a time from a cursor (kind, action, phase,
 seq) and stops, between two chunks, when the invocation's budget is spent: then
 the working set goes to the staging bucket (`state/{district}/apply-{run}.sqlite`)
@@ -35,8 +37,9 @@ from aws_lambda_powertools import Logger
 from rostersync import aws
 from rostersync.config import get_config
 from rostersync.pipeline.changes import KINDS
+from rostersync.roster.product import Issue
 from rostersync.roster.working_set import LEFTOVER_PREFIX, WorkingSet
-from rostersync.store import roster
+from rostersync.store import roster, runs
 
 logger = Logger(service="rostersync", child=True)
 
@@ -55,6 +58,8 @@ class WriteCursor:
     phase: int = -1
     seq: int = -1
     written: int = 0
+    issue: int = 0  # the rowid of the last issue (error or warning) recorded
+    issues_done: bool = False
 
 
 class ApplyBudget:
@@ -67,6 +72,7 @@ class ApplyBudget:
         if config.apply_time_budget_s is not None:
             seconds = min(seconds, config.apply_time_budget_s)
         self.deadline = time.monotonic() + seconds
+        self.seconds = seconds  # the whole budget
         self.advanced = False  # a step was taken in this invocation
 
     def spent(self) -> bool:
@@ -95,12 +101,32 @@ def write_spool(
     *,
     deletions: bool,
     spent: Callable[[], bool],
+    run_id: str | None = None,
+    products: bool = True,
 ) -> bool:
-    """Write the spooled plan on from `cursor` (moved as it goes); False when the budget ran
-    out first. The first chunk is written whatever the budget, so every call advances."""
+    """Write on from `cursor` (moved as it goes): the run's errors and warnings (given its
+    `run_id`), then, with `products`, the spooled plan; False when the budget ran out first.
+    The first chunk is written whatever the budget, so every call advances."""
     db = working_set.db
-    db.execute("CREATE INDEX IF NOT EXISTS plan_order ON plan(kind, action, phase, seq)")
     first = True
+    while run_id is not None and not cursor.issues_done:
+        rows = db.execute(
+            "SELECT rowid, kind, entity, sid, reason FROM issues WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (cursor.issue, WRITE_CHUNK),
+        ).fetchall()
+        if not rows:
+            cursor.issues_done = True
+            break
+        if not first and spent():
+            return False
+        first = False
+        for kind in ("ERR", "WARN"):
+            issues = [Issue(entity=e, sourcedId=sid, reason=r) for _, k, e, sid, r in rows if k == kind]
+            runs.add_issues(district_id, run_id, kind, issues)
+        cursor.issue = rows[-1][0]
+    if not products:
+        return True
+    db.execute("CREATE INDEX IF NOT EXISTS plan_order ON plan(kind, action, phase, seq)")
     while cursor.kind < len(KINDS):
         kind = KINDS[cursor.kind]
         actions = _actions(kind, deletions)
@@ -125,6 +151,28 @@ def write_spool(
                 cursor.phase, cursor.seq = rows[-1][0], rows[-1][1]
             cursor.action, cursor.phase, cursor.seq = cursor.action + 1, -1, -1
         cursor.kind, cursor.action = cursor.kind + 1, 0
+    if deletions:
+        return _delete_absent(district_id, db, first=first, spent=spent)
+    return True
+
+
+def _delete_absent(district_id: str, db: Any, *, first: bool, spent: Callable[[], bool]) -> bool:
+    """Last, the records a complete read no longer had leave the mirror, a chunk at a time:
+    each chunk deleted leaves table `absent` too, so a checkpoint carries what is left (a
+    rollover's full run may drop millions)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'absent'").fetchone() is None:
+        return True
+    while rows := db.execute(
+        "SELECT entity, sid FROM absent ORDER BY entity, sid LIMIT ?", (WRITE_CHUNK,)
+    ).fetchall():
+        if not first and spent():
+            return False
+        first = False
+        for entity in dict.fromkeys(entity for entity, _ in rows):
+            roster.delete_mirror(district_id, entity, [sid for e, sid in rows if e == entity])
+        db.execute("BEGIN")
+        db.executemany("DELETE FROM absent WHERE entity = ? AND sid = ?", rows)
+        db.execute("COMMIT")
     return True
 
 

@@ -22,7 +22,7 @@ from rostersync.roster.compute import ProductState, RosterOptions, Snapshot, com
 from rostersync.roster.models import ENTITY_MODELS, Record
 from rostersync.roster.product import Issue
 from rostersync.sources.base import ENTITIES
-from rostersync.store import roster
+from rostersync.store import roster, runs
 
 SNAPSHOT_FIELDS = {
     "orgs": "orgs",
@@ -61,9 +61,12 @@ class MemoryRunPlan:
     def write(self, *, deletions: bool) -> int:
         return self.plan.write(self.district_id, deletions=deletions)
 
-    def write_some(self, cursor: Any, *, deletions: bool, spent: Any) -> bool:
+    def write_some(self, cursor: Any, *, run_id: str, products: bool, deletions: bool, spent: Any) -> bool:
         """All at once: the in-memory engine (a reference for tests) does not continue."""
-        cursor.written += self.write(deletions=deletions)
+        runs.add_issues(self.district_id, run_id, "ERR", self.errors())
+        runs.add_issues(self.district_id, run_id, "WARN", self.warnings())
+        if products:
+            cursor.written += self.write(deletions=deletions)
         return True
 
     def spool_working_set(self) -> Any:

@@ -21,8 +21,11 @@ a continue message resumes it: the page listing starts after the last page key
 (StartAfter), each DynamoDB Query after the last key read (ExclusiveStartKey).
 
 The plan step runs in an invocation only if the time left covers `PLAN_S_PER_ROW`
-per row read (twice what the benchmark measured at XL), or if it is the
-invocation's first step; otherwise it is the next invocation's first.
+per row read (about 1.3 times the 39 µs the benchmark measured at XL), or if it
+is the invocation's first step; otherwise it is the next invocation's first.
+Likewise an incremental run's plan on the saved working set (`plan_on_saved`:
+its download, the scoped compute and plan) starts only with half the budget
+left, or first.
 """
 
 from __future__ import annotations
@@ -43,9 +46,11 @@ from rostersync.store import roster
 
 # Rows per step of the mirror and product stages: one budget check each (tests make it small)
 READ_CHUNK = 5000
-# The plan step's time per row read, to decide whether it starts in this invocation:
-# the bounded engine took 397.5 s for XL's 8.1 M records and 8.2 M items (docs/benchmarks.md)
+# The plan step's time per row read, to decide whether it starts in this invocation: measured
+# 39.2 µs at XL (bench/apply_engine.py --engine staged, docs/benchmarks.md run D)
 PLAN_S_PER_ROW = 50e-6
+# The share of an invocation's budget a plan on the saved working set starts with
+SAVED_PLAN_SHARE = 0.5
 
 STAGES = ("pages", "overlay", "mirror", "product", "plan")
 
@@ -126,11 +131,12 @@ def read_district(
                 while True:
                     if not go_on():
                         return False
-                    batch = list(islice(rows, READ_CHUNK))
+                    pulled = list(islice(rows, READ_CHUNK))  # absent records as None
+                    batch = [row for row in pulled if row is not None]
                     working_set.load(entity, batch)
                     cursor.rows += len(batch)
                     cursor.part, cursor.after = position.part, position.after
-                    if len(batch) < READ_CHUNK:
+                    if len(pulled) < READ_CHUNK:
                         break
             finally:
                 rows.close()  # keeps the absences it noted

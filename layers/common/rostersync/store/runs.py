@@ -146,8 +146,9 @@ def release_lock(district_id: str, run_id: str) -> None:
             raise
 
 
-def get_run(district_id: str, run_id: str) -> dict[str, Any] | None:
-    item = table().get_item(Key={"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)}).get("Item")
+def get_run(district_id: str, run_id: str, *, consistent: bool = False) -> dict[str, Any] | None:
+    key = {"pk": keys.district_pk(district_id), "sk": keys.run_sk(run_id)}
+    item = table().get_item(Key=key, ConsistentRead=consistent).get("Item")
     return plain(item) if item else None
 
 
