@@ -48,7 +48,11 @@ class Source:
         for sid in DRY_RUN_OWN if dry_run_id else self.mirror:
             if sid > after:
                 self.pulled += 1
-                yield sid, _org(sid, ("dry " if dry_run_id else "") + sid), ("2|r|x" if dry_run_id else "1|p|y")
+                yield (
+                    sid,
+                    _org(sid, ("dry " if dry_run_id else "") + sid),
+                    ("2|r|x" if dry_run_id else "1|p|y"),
+                )
 
     def iter_product(self, _district: str, kind: str, *, after: str = "") -> Iterator[dict[str, Any]]:
         for sid in PRODUCT if kind == "schools" else ():
@@ -56,7 +60,9 @@ class Source:
                 yield {"id": sid, "name": sid}
 
 
-def _read(source: Source, seen_ids: list[str], *, dry_run: bool, one_step: bool) -> tuple[int, dict[str, Any]]:
+def _read(
+    source: Source, seen_ids: list[str], *, dry_run: bool, one_step: bool
+) -> tuple[int, dict[str, Any]]:
     """Read to the plan, one step per "invocation" or all at once: (invocations, tables)."""
     with WorkingSet(RosterOptions(), date(2026, 1, 1)) as working_set:
         seen = SeenIds(working_set)
@@ -111,7 +117,9 @@ def test_a_step_counts_the_records_a_complete_read_no_longer_has(monkeypatch: py
         seen.add_page("orgs", ["o00995"])  # the fetch found one school of the thousand
         cursor = ReadCursor(stage="mirror")
         steps = iter([True])
-        assert not read_district("d", {"runId": "r", "mode": "full"}, seen, cursor, lambda: next(steps, False))
+        assert not read_district(
+            "d", {"runId": "r", "mode": "full"}, seen, cursor, lambda: next(steps, False)
+        )
         assert source.pulled <= 10 + 1  # a chunk, and the row the Query had ready after it
         (absent,) = working_set.db.execute("SELECT COUNT(*) FROM absent").fetchone()
         assert absent == 10 and cursor.after == "o00009" and cursor.rows == 0

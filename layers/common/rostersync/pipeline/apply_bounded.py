@@ -165,12 +165,16 @@ def plan_on_saved(district_id: str, run_id: str, seen: SeenIds) -> BoundedRunPla
     saved = apply_state.open_saved(district_id, run_id, working_set.options, working_set.today)
     if saved is None:
         return None
-    changed = sum(
-        saved.change(entity, roster.get_mirror(district_id, entity, seen.iter_ids(entity)))
-        for entity in ENTITIES
-    )
-    saved.compute()
-    kinds = {kind: plan_saved_kind(kind, saved) for kind in KINDS}
+    try:
+        changed = sum(
+            saved.change(entity, roster.get_mirror(district_id, entity, seen.iter_ids(entity)))
+            for entity in ENTITIES
+        )
+        saved.compute()
+        kinds = {kind: plan_saved_kind(kind, saved) for kind in KINDS}
+    except BaseException:
+        saved.close()
+        raise
     plan = BoundedRunPlan(district_id, run_id, seen, BoundedResult(saved, kinds), dry_run=False)
     plan._opened.append(saved)
     plan.reused_state = changed

@@ -21,7 +21,7 @@ a continue message resumes it: the page listing starts after the last page key
 (StartAfter), each DynamoDB Query after the last key read (ExclusiveStartKey).
 
 The plan step runs in an invocation only if the time left covers `PLAN_S_PER_ROW`
-per row read (about 1.3 times the 39 µs the benchmark measured at XL), or if it
+per row read (the benchmark measured 13.8–39.2 µs at XL), or if it
 is the invocation's first step; otherwise it is the next invocation's first.
 Likewise an incremental run's plan on the saved working set (`plan_on_saved`:
 its download, the scoped compute and plan) starts only with half the budget
@@ -47,7 +47,7 @@ from rostersync.store import roster
 # Rows per step of the mirror and product stages: one budget check each (tests make it small)
 READ_CHUNK = 5000
 # The plan step's time per row read, to decide whether it starts in this invocation: measured
-# 39.2 µs at XL (bench/apply_engine.py --engine staged, docs/benchmarks.md run D)
+# 13.8-39.2 µs at XL (bench/apply_engine.py --engine staged, docs/benchmarks.md run D)
 PLAN_S_PER_ROW = 50e-6
 # The share of an invocation's budget a plan on the saved working set starts with
 SAVED_PLAN_SHARE = 0.5
