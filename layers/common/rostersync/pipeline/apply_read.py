@@ -21,7 +21,7 @@ a continue message resumes it: the page listing starts after the last page key
 (StartAfter), each DynamoDB Query after the last key read (ExclusiveStartKey).
 
 The plan step runs in an invocation only if the time left covers `PLAN_S_PER_ROW`
-per row read (the benchmark measured 13.8–39.2 µs at XL), or if it
+per row read (the benchmark measured 13.8 to 39.2 µs at XL), or if it
 is the invocation's first step; otherwise it is the next invocation's first.
 Likewise an incremental run's plan on the saved working set (`plan_on_saved`:
 its download, the scoped compute and plan) starts only with half the budget
