@@ -203,12 +203,25 @@ def _start_workers(outputs: dict[str, str], transform_workers: int) -> list[Work
             Worker("transform_page", outputs["StagingQueueUrl"], batch=10, partial=True, env=env)
             for _ in range(transform_workers)
         ),
-        Worker("apply_run", config.apply_queue_url, batch=1, partial=False, env=env),
+        _apply_worker(env, wait=False),
     ]
     for worker in workers:
-        if not worker.ready.wait(120):
-            raise RuntimeError(f"worker {worker.function} did not start")
+        _ready(worker)
     return workers
+
+
+def _apply_worker(env: dict[str, str], *, wait: bool = True) -> Worker:
+    from rostersync.config import get_config
+
+    worker = Worker("apply_run", get_config().apply_queue_url, batch=1, partial=False, env=env)
+    if wait:
+        _ready(worker)
+    return worker
+
+
+def _ready(worker: Worker) -> None:
+    if not worker.ready.wait(120):
+        raise RuntimeError(f"worker {worker.function} did not start")
 
 
 def _configure_district(emulator: Emulator, district_id: str, sis_url: str, page_size: int) -> None:
@@ -385,8 +398,6 @@ def continued_run(
     sync's apply time per invocation (`APPLY_TIME_BUDGET_S`, in a restarted apply worker): its
     reading and writes continue across invocations. Then an uninterrupted full run must find
     nothing left to write: the continued run left the product it would have."""
-    from rostersync.config import get_config
-
     size = district_id.removeprefix("bench-").upper()
     # A fifth of the uninterrupted apply; a tiny district's (the smoke test's) gets no time at
     # all, a step per invocation, so that it continues whatever the machine's speed
@@ -396,10 +407,7 @@ def continued_run(
 
     def restart(extra: dict[str, str]) -> None:
         workers[index].stop()
-        env = {**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING", **extra}
-        workers[index] = Worker("apply_run", get_config().apply_queue_url, batch=1, partial=False, env=env)
-        if not workers[index].ready.wait(120):
-            raise RuntimeError("worker apply_run did not start")
+        workers[index] = _apply_worker({**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING", **extra})
 
     say(f"[{size}] {changes:,} records changed; full run, its apply at most {budget} s per invocation...")
     restart({"APPLY_TIME_BUDGET_S": str(budget)})

@@ -76,7 +76,8 @@ def apply_run(
     invocation's time left."""
     log: dict[str, Any] = {"district_id": district_id, "run_id": run_id}
     budget = ApplyBudget(remaining_ms)
-    run = runs.get_run(district_id, run_id)
+    # Consistent: a continue must see the checkpoint (`applyContinue`) that sent it
+    run = runs.get_run(district_id, run_id, consistent=True)
     if run is None or run["status"] in runs.FINAL_STATUSES:
         logger.info("apply ignored: run finished or unknown", **log)
         return None

@@ -52,14 +52,12 @@ PLAN_S_PER_ROW = 50e-6
 # The share of an invocation's budget a plan on the saved working set starts with
 SAVED_PLAN_SHARE = 0.5
 
-STAGES = ("pages", "overlay", "mirror", "product", "plan")
-
 
 @dataclass
 class ReadCursor:
     """Where a run's reading stands (see the module's docstring)."""
 
-    stage: str = "pages"
+    stage: str = "pages"  # pages, overlay, mirror, product, then plan
     index: int = 0  # the entity (overlay, mirror) or kind (product) being read
     part: int = 0  # mirror of a dry run: 0 the mirror, 1 the run's records it lacks
     after: str = ""  # the last page key, sourcedId or item id done

@@ -203,8 +203,8 @@ class WorkingSet:
 
     @classmethod
     def resume(cls, path: str, options: RosterOptions, today: date) -> WorkingSet:
-        """The file of a working set as an invocation left it (a checkpoint of its writes):
-        moved in with every table, computed and planned as it was."""
+        """The file of a working set as an invocation left it (a checkpoint of its reading or
+        of its writes): moved in with every table, as read, computed and planned so far."""
         working_set = cls.__new__(cls)
         working_set.options, working_set.today = options, today
         working_set._dir = tempfile.mkdtemp(prefix=f"{LEFTOVER_PREFIX}{os.getpid()}-")
